@@ -1,0 +1,49 @@
+"""Turn a composed config into objects: the model, the data module, loggers, callbacks, trainer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from mmssm_lightning.data.datamodule import VLMDataModule
+from mmssm_lightning.data.transforms import ImageTransform
+from mmssm_lightning.models.vlm import VisionLanguageModel
+
+
+def build_model(cfg: DictConfig) -> VisionLanguageModel:
+    vision = instantiate(cfg.encoder, _convert_="all")
+    llm = instantiate(cfg.llm, _convert_="all")
+    projector = instantiate(cfg.projector, _convert_="all")
+    return VisionLanguageModel(vision, projector, llm)
+
+
+def build_datamodule(cfg: DictConfig, model: VisionLanguageModel) -> VLMDataModule:
+    prompt = instantiate(cfg.prompt)
+    transform = ImageTransform(model.vision.image_size, model.vision.resize)
+    # Objects go in through a partial: instantiate() would turn a dataclass kwarg into a config node.
+    factory = instantiate(cfg.data, _partial_=True, _convert_="all")
+    return factory(tokenizer=model.tokenizer, prompt=prompt, transform=transform)
+
+
+def world_size(trainer_cfg: DictConfig) -> int:
+    """Devices x nodes as Lightning will count them (for the global-batch arithmetic)."""
+    devices = trainer_cfg.get("devices", 1)
+    if isinstance(devices, str) and devices != "auto":
+        devices = int(devices) if devices.lstrip("-").isdigit() else len([d for d in devices.split(",") if d.strip()])
+    if devices in ("auto", -1):
+        accel = trainer_cfg.get("accelerator", "cpu")
+        devices = torch.cuda.device_count() if accel in ("gpu", "cuda", "auto") and torch.cuda.is_available() else 1
+    if isinstance(devices, (list, tuple)):
+        devices = len(devices)
+    return int(devices) * int(trainer_cfg.get("num_nodes", 1))
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    return [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+
+
+def build_callbacks(cfg: DictConfig) -> list[Any]:
+    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]

@@ -1,0 +1,118 @@
+"""LLaVA-format conversation datasets: a json list of records + an image folder.
+
+A record is ``{"id", "image"?: relative path, "conversations": [{"from": "human"|"gpt", "value"}...]}``
+with turns alternating human/gpt, human first. Records without ``image`` are text-only (the
+ShareGPT part of the LLaVA-1.5 mix). Every record is validated when the dataset is built, and a
+bad one is reported with the file and index at fault.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from mmssm_lightning.data.prompting import SequenceBuilder
+
+_ROLES = ("human", "gpt")
+
+
+class DataValidationError(ValueError):
+    pass
+
+
+def _check_record(rec: Any, idx: int, path: Path, image_folder: Path | None, check_images: bool) -> None:
+    def fail(msg: str) -> None:
+        raise DataValidationError(f"{path} record {idx}: {msg}")
+
+    if not isinstance(rec, dict):
+        fail(f"expected an object, got {type(rec).__name__}")
+    convs = rec.get("conversations")
+    if not isinstance(convs, list) or not convs:
+        fail("'conversations' must be a non-empty list")
+    for t, turn in enumerate(convs):
+        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+            fail(f"conversations[{t}] needs a string 'value'")
+        want = _ROLES[t % 2]
+        if turn.get("from") != want:
+            fail(f"conversations[{t}].from is {turn.get('from')!r}, expected {want!r} (turns alternate, human first)")
+    if "image" in rec:
+        if not isinstance(rec["image"], str) or not rec["image"]:
+            fail("'image' must be a non-empty relative path")
+        if image_folder is None:
+            fail("has an 'image' but data.image_folder is not set")
+        if check_images and not (image_folder / rec["image"]).is_file():
+            fail(f"image file {image_folder / rec['image']} does not exist")
+
+
+def load_records(json_path: str | Path, image_folder: str | Path | None, check_images: bool = True) -> list[dict]:
+    """Read and validate a LLaVA json (a list) or jsonl (one record a line)."""
+    path = Path(json_path)
+    if not path.is_file():
+        raise DataValidationError(f"data file {path} does not exist")
+    folder = Path(image_folder) if image_folder is not None else None
+    if folder is not None and not folder.is_dir():
+        raise DataValidationError(f"image folder {folder} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix == ".jsonl":
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            records = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataValidationError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(records, list):
+        raise DataValidationError(f"{path} must hold a list of records, got {type(records).__name__}")
+    for i, rec in enumerate(records):
+        _check_record(rec, i, path, folder, check_images)
+    return records
+
+
+class LlavaDataset(Dataset):
+    """Items: ``input_ids``/``labels`` (training sequence), ``prompt_ids`` (generation prompt),
+    ``pixel_values`` (or None), ``answer``, ``task`` and ``index``."""
+
+    def __init__(
+        self,
+        json_path: str | Path,
+        image_folder: str | Path | None,
+        builder: SequenceBuilder,
+        transform: Callable[[Image.Image], torch.Tensor],
+        check_images: bool = True,
+    ) -> None:
+        self.json_path = Path(json_path)
+        self.image_folder = Path(image_folder) if image_folder is not None else None
+        self.records = load_records(json_path, image_folder, check_images)
+        self.builder = builder
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, idx: int) -> dict:
+        rec = self.records[idx]
+        has_image = "image" in rec
+        pixels = None
+        if has_image:
+            path = self.image_folder / rec["image"]
+            try:
+                with Image.open(path) as img:
+                    pixels = self.transform(img)
+            except OSError as e:
+                raise DataValidationError(f"{self.json_path} record {idx}: cannot read image {path}: {e}") from None
+        turns = rec["conversations"]
+        enc = self.builder.encode(turns, has_image)
+        return {
+            "input_ids": enc.input_ids,
+            "labels": enc.labels,
+            "prompt_ids": self.builder.encode_prompt(turns, has_image),
+            "pixel_values": pixels,
+            "answer": turns[-1]["value"] if len(turns) % 2 == 0 else "",
+            "task": rec.get("task", "default"),
+            "index": idx,
+        }

@@ -1,0 +1,157 @@
+"""Prompt formats and the tokenisation of conversations into ids + labels.
+
+Templates: ``zephyr`` (Cobra: ``<|user|>\\n{msg}<|endoftext|>\\n<|assistant|>\\n``, Cobra §4.1 /
+mamba-2.8b-zephyr), ``plain`` (Pythia-VL / Mamba-VL: instruction, newline, answer), ``vicuna``
+(LLaVA v1 style). Image positions: ``first`` (Cobra, LLaVA: image embeddings before all text),
+``placeholder`` (at the ``<image>`` marker of the LLaVA json), ``after_instruction`` (the
+"task-aware" encoding of Pythia-VL vs Mamba-VL §5.3.1: the instruction is read before the image).
+
+A conversation is cut into segments that are tokenised one by one and concatenated. Training
+and generation share that code, so the prompt ids a model is trained on and the ids it is given at
+generation time are identical by construction (BPE merges never straddle a segment boundary).
+Only the answers (and the EOS closing them) are supervised.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+IGNORE_INDEX = -100
+# LLaVA's convention: a negative id no tokenizer produces marks where image embeddings go.
+IMAGE_TOKEN_ID = -200
+IMAGE_MARKER = "<image>"
+
+ImagePosition = Literal["first", "placeholder", "after_instruction"]
+_MARKER_RE = re.compile(r"\n?<image>\n?")
+
+
+@dataclass(frozen=True)
+class Segment:
+    text: str | None  # None marks the image
+    supervised: bool = False
+
+
+@dataclass
+class PromptFormat:
+    """A chat template plus where the image goes. ``{eos}`` is replaced by the tokenizer's EOS.
+
+    Args:
+        name: template name, recorded with results.
+        system: text before the first turn.
+        user_prefix / user_suffix: wrap each user message; the suffix carries the assistant cue
+            and ends a generation prompt. ``{eos}`` may appear in any field.
+        answer_suffix: appended to each answer and supervised with it (EOS teaches stopping).
+        turn_sep: unsupervised text between a answer and the next user turn.
+        add_bos: prepend the tokenizer's BOS (Llama/Vicuna); GPT-NeoX tokenizers have none.
+        image_position: ``first`` | ``placeholder`` | ``after_instruction``.
+    """
+
+    name: str
+    system: str = ""
+    user_prefix: str = ""
+    user_suffix: str = "\n"
+    answer_suffix: str = "{eos}"
+    turn_sep: str = ""
+    add_bos: bool = False
+    image_position: ImagePosition = "first"
+
+    def __post_init__(self) -> None:
+        if self.image_position not in ("first", "placeholder", "after_instruction"):
+            raise ValueError(
+                f"prompt.image_position must be first | placeholder | after_instruction, got {self.image_position!r}"
+            )
+
+    def segments(self, turns: Sequence[dict], has_image: bool, eos: str) -> list[Segment]:
+        """Cut a conversation (LLaVA turns ``{"from", "value"}``, human first) into segments."""
+        fill = lambda text: text.replace("{eos}", eos)  # noqa: E731
+        prefix, suffix = fill(self.user_prefix), fill(self.user_suffix)
+        segs: list[Segment] = []
+        if has_image and self.image_position == "first":
+            segs.append(Segment(None))
+        if self.system:
+            segs.append(Segment(fill(self.system)))
+        for i in range(0, len(turns), 2):
+            msg = turns[i]["value"]
+            if i > 0:
+                segs.append(Segment(fill(self.turn_sep)))
+            if i == 0 and has_image:
+                segs.extend(self._user_with_image(msg, prefix, suffix))
+            else:
+                segs.append(Segment(prefix + _MARKER_RE.sub("", msg) + suffix))
+            if i + 1 < len(turns):
+                segs.append(Segment(turns[i + 1]["value"] + fill(self.answer_suffix), supervised=True))
+        return _merge(segs)
+
+    def _user_with_image(self, msg: str, prefix: str, suffix: str) -> list[Segment]:
+        if self.image_position == "placeholder":
+            if IMAGE_MARKER not in msg:
+                raise ValueError(f"prompt.image_position=placeholder but the first message has no {IMAGE_MARKER}")
+            before, after = msg.split(IMAGE_MARKER, 1)
+            return [Segment(prefix + before), Segment(None), Segment(after.replace(IMAGE_MARKER, "") + suffix)]
+        text = _MARKER_RE.sub("", msg)
+        if self.image_position == "after_instruction":
+            return [Segment(prefix + text), Segment(None), Segment(suffix)]
+        return [Segment(prefix + text + suffix)]
+
+
+def _merge(segs: list[Segment]) -> list[Segment]:
+    """Join neighbouring unsupervised text so it is tokenised as one string; drop empty text."""
+    out: list[Segment] = []
+    for s in segs:
+        if s.text == "":
+            continue
+        if out and s.text is not None and not s.supervised and out[-1].text is not None and not out[-1].supervised:
+            out[-1] = Segment(out[-1].text + s.text)
+        else:
+            out.append(s)
+    return out
+
+
+@dataclass
+class Encoded:
+    input_ids: torch.Tensor  # (L,) with IMAGE_TOKEN_ID where the image goes
+    labels: torch.Tensor  # (L,) IGNORE_INDEX outside answers
+
+
+class SequenceBuilder:
+    """Turns conversations into token ids and labels with a tokenizer and a :class:`PromptFormat`."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt: PromptFormat, max_length: int | None = None):
+        if tokenizer.eos_token is None:
+            raise ValueError("the tokenizer has no eos_token; prompt templates need one to end answers")
+        self.tokenizer = tokenizer
+        self.prompt = prompt
+        self.max_length = max_length
+
+    def _tokenize(self, segs: list[Segment]) -> Encoded:
+        ids: list[int] = []
+        labels: list[int] = []
+        if self.prompt.add_bos and self.tokenizer.bos_token_id is not None:
+            ids.append(self.tokenizer.bos_token_id)
+            labels.append(IGNORE_INDEX)
+        for s in segs:
+            if s.text is None:
+                piece = [IMAGE_TOKEN_ID]
+            else:
+                piece = self.tokenizer(s.text, add_special_tokens=False)["input_ids"]
+            ids.extend(piece)
+            labels.extend(piece if s.supervised else [IGNORE_INDEX] * len(piece))
+        if self.max_length is not None and len(ids) > self.max_length:
+            ids, labels = ids[: self.max_length], labels[: self.max_length]
+        return Encoded(torch.tensor(ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long))
+
+    def encode(self, turns: Sequence[dict], has_image: bool) -> Encoded:
+        """Training sequence: every turn, answers supervised."""
+        return self._tokenize(self.prompt.segments(turns, has_image, self.tokenizer.eos_token))
+
+    def encode_prompt(self, turns: Sequence[dict], has_image: bool) -> torch.Tensor:
+        """Generation prompt: every turn up to the last user message, ending with the assistant cue."""
+        if len(turns) % 2 == 0:
+            turns = turns[:-1]
+        return self._tokenize(self.prompt.segments(turns, has_image, self.tokenizer.eos_token)).input_ids

@@ -1,0 +1,126 @@
+"""The LightningModule: stage-aware freezing, AdamW/RAdam with linear warm-up + cosine decay,
+token- or sample-normalised loss, and generation-based accuracy on validation/test."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from mmssm_lightning.eval.metrics import TaskAccuracy
+from mmssm_lightning.lit.stage import Stage
+from mmssm_lightning.models.loss import LossNormalization, causal_lm_loss
+from mmssm_lightning.models.vlm import VisionLanguageModel
+
+
+def warmup_cosine(step: int, total: int, warmup_ratio: float, min_lr_ratio: float) -> float:
+    """LR multiplier: linear from 0 over ``warmup_ratio * total`` steps, then cosine to ``min_lr_ratio``."""
+    warmup = math.ceil(warmup_ratio * total)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class VLMModule(L.LightningModule):
+    """Args:
+    model: the VisionLanguageModel.
+    optimizer: ``params -> Optimizer`` (a Hydra ``_partial_`` of AdamW/RAdam).
+    stage: which parts train.
+    loss_normalization: ``token`` | ``sample`` (see :mod:`mmssm_lightning.models.loss`).
+    warmup_ratio / min_lr_ratio: the schedule.
+    weight_decay: applied to matrices only; biases, norms and 1-D SSM parameters get none.
+    tasks / box_tasks: task names for the accuracy metric.
+    max_new_tokens: generation length at validation/test.
+    val_generate: also generate (and score) on validation, not just compute the loss.
+    run_config: the resolved run config as a plain dict, stored in every checkpoint.
+    """
+
+    def __init__(
+        self,
+        model: VisionLanguageModel,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        stage: Stage,
+        loss_normalization: LossNormalization = "token",
+        warmup_ratio: float = 0.03,
+        min_lr_ratio: float = 0.0,
+        weight_decay: float = 0.0,
+        tasks: Sequence[str] = ("default",),
+        box_tasks: Sequence[str] = ("box",),
+        max_new_tokens: int = 16,
+        val_generate: bool = True,
+        run_config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.stage = stage
+        self.loss_normalization = loss_normalization
+        self.warmup_ratio = warmup_ratio
+        self.min_lr_ratio = min_lr_ratio
+        self.weight_decay = weight_decay
+        self.max_new_tokens = max_new_tokens
+        self.val_generate = val_generate
+        self.run_config = run_config or {}
+        stage.apply(model)
+        self.val_acc = TaskAccuracy(tasks, box_tasks)
+        self.test_acc = TaskAccuracy(tasks, box_tasks)
+        self.predictions: list[dict[str, Any]] = []
+
+    def _loss(self, batch: dict) -> torch.Tensor:
+        logits, labels = self.model(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["labels"])
+        return causal_lm_loss(logits, labels, self.loss_normalization)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["answers"]))
+        return loss
+
+    def _generate(self, batch: dict) -> list[str]:
+        return self.model.generate(batch["prompt_ids"], batch["prompt_mask"], batch["pixel_values"], self.max_new_tokens)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        n = len(batch["answers"])
+        self.log("val/loss", self._loss(batch), prog_bar=True, batch_size=n, sync_dist=True)
+        if self.val_generate:
+            self.val_acc.update(self._generate(batch), batch["answers"], batch["tasks"])
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_generate:
+            for task, acc in self.val_acc.compute().items():
+                self.log(f"val/acc/{task}", acc, prog_bar=task == "mean")
+            self.val_acc.reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.predictions = []
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        preds = self._generate(batch)
+        self.test_acc.update(preds, batch["answers"], batch["tasks"])
+        for i, p, a, t in zip(batch["indices"].tolist(), preds, batch["answers"], batch["tasks"]):
+            self.predictions.append({"index": i, "task": t, "answer": a, "prediction": p})
+
+    def on_test_epoch_end(self) -> None:
+        for task, acc in self.test_acc.compute().items():
+            self.log(f"test/acc/{task}", acc)
+        self.test_acc.reset()
+
+    def configure_optimizers(self) -> dict:
+        decay, no_decay = [], []
+        for p in self.model.parameters():
+            if p.requires_grad:
+                (decay if p.ndim >= 2 else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        opt = self.optimizer_factory([g for g in groups if g["params"]])
+        total = int(self.trainer.estimated_stepping_batches)
+        sched = LambdaLR(opt, lambda s: warmup_cosine(s, total, self.warmup_ratio, self.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # A plain dict (never a DictConfig) so that the file loads with torch.load(weights_only=True).
+        checkpoint["mmssm_config"] = self.run_config
+        checkpoint["stage"] = self.stage.name

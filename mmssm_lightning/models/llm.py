@@ -1,0 +1,83 @@
+"""The language backbone: any Hugging Face causal LM (Mamba, GPT-NeoX/Pythia, Llama/Vicuna).
+
+``pretrained: true`` loads through ``AutoModelForCausalLM.from_pretrained`` (the hub or a local
+folder); ``pretrained: false`` builds the same class from the ``config`` embedded in the llm
+yaml, with random weights — the tiny test models and the real-shape benchmarks take this path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class CausalLM(nn.Module):
+    """A Hugging Face causal LM and its tokenizer.
+
+    Args:
+        name_or_path: hub id or local folder of the weights (used when ``pretrained``).
+        tokenizer: the tokenizer (see :mod:`mmssm_lightning.models.tokenizer`).
+        pretrained: load weights (``from_pretrained``) or build from ``config`` at random.
+        config: ``model_type`` plus the HF config fields; required when not ``pretrained``.
+        dtype: weight dtype at load; keep ``float32`` under bf16-mixed (Mamba's A_log/D want fp32).
+        gradient_checkpointing: recompute each block in backward (HF's own implementation).
+    """
+
+    def __init__(
+        self,
+        name_or_path: str,
+        tokenizer: PreTrainedTokenizerBase,
+        pretrained: bool = False,
+        config: Mapping | None = None,
+        dtype: str = "float32",
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        if dtype not in _DTYPES:
+            raise ValueError(f"llm.dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if pretrained:
+            self.model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=_DTYPES[dtype])
+        else:
+            if not config or "model_type" not in config:
+                raise ValueError(f"llm.config needs a model_type (and the shape) to build '{name_or_path}' without weights")
+            fields = dict(config)
+            hf_config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+            self.model = AutoModelForCausalLM.from_config(hf_config, dtype=_DTYPES[dtype])
+        self.name_or_path = name_or_path
+        self.tokenizer = tokenizer
+        vocab = self.model.get_input_embeddings().num_embeddings
+        if len(tokenizer) > vocab:
+            raise ValueError(
+                f"llm: tokenizer has {len(tokenizer)} tokens but '{name_or_path}' embeds only {vocab}; "
+                "raise llm.config.vocab_size or use the model's own tokenizer"
+            )
+        if gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.get_input_embeddings().embedding_dim
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(input_ids)
+
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False).logits
+
+    @torch.no_grad()
+    def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """Greedy decoding from left-padded embeddings; finished rows are padded after their EOS."""
+        return self.model.generate(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )

@@ -1,0 +1,115 @@
+"""VisionLanguageModel: image -> vision tower -> projector -> causal LM (Cobra Fig. 2, eq. 6).
+
+Token ids carry one ``IMAGE_TOKEN_ID`` per image-bearing sample; :meth:`splice` replaces it with
+the projected visual tokens, so every image position of :mod:`~mmssm_lightning.data.prompting`
+(first, at ``<image>``, after the instruction) is served by the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from mmssm_lightning.data.prompting import IGNORE_INDEX, IMAGE_TOKEN_ID
+from mmssm_lightning.models.encoders import VisionTower
+from mmssm_lightning.models.llm import CausalLM
+
+
+class VisionLanguageModel(nn.Module):
+    """Args:
+    vision: the (possibly fused) vision tower.
+    projector: a callable ``(in_dim, out_dim) -> nn.Module`` (a Hydra ``_partial_`` config).
+    llm: the language backbone.
+    """
+
+    def __init__(self, vision: VisionTower, projector: Callable[..., nn.Module], llm: CausalLM) -> None:
+        super().__init__()
+        self.vision = vision
+        self.llm = llm
+        self.projector = projector(in_dim=vision.embed_dim, out_dim=llm.hidden_size)
+
+    @property
+    def tokenizer(self):
+        return self.llm.tokenizer
+
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, N_visual, D_llm)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.vision.freeze):
+            feats = self.vision(pixels)
+        return self.projector(feats)
+
+    def splice(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        image_embeds: torch.Tensor | None,
+        labels: torch.Tensor | None = None,
+        padding_side: str = "right",
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Embed text, put each sample's visual tokens at its ``IMAGE_TOKEN_ID`` and re-pad.
+
+        Padding already in ``input_ids`` (either side) is dropped per sample via
+        ``attention_mask``, then the batch is padded again on ``padding_side`` (right for
+        training, left for generation). Samples with no marker get no image.
+        """
+        text_embeds = self.llm.embed(input_ids.clamp(min=0))
+        rows_e, rows_l = [], []
+        for b in range(input_ids.shape[0]):
+            keep = attention_mask[b].bool()
+            ids, emb = input_ids[b][keep], text_embeds[b][keep]
+            lab = labels[b][keep] if labels is not None else None
+            where = (ids == IMAGE_TOKEN_ID).nonzero().flatten()
+            if len(where) > 1:
+                raise ValueError(f"sample {b} holds {len(where)} image markers; one image per sample is supported")
+            if len(where) == 1:
+                if image_embeds is None:
+                    raise ValueError(f"sample {b} has an image marker but no pixel_values were given")
+                p = int(where[0])
+                img = image_embeds[b].to(emb.dtype)
+                emb = torch.cat([emb[:p], img, emb[p + 1 :]])
+                if lab is not None:
+                    fill = lab.new_full((img.shape[0],), IGNORE_INDEX)
+                    lab = torch.cat([lab[:p], fill, lab[p + 1 :]])
+            rows_e.append(emb)
+            rows_l.append(lab)
+        length = max(e.shape[0] for e in rows_e)
+        B, D = len(rows_e), text_embeds.shape[-1]
+        embeds = text_embeds.new_zeros(B, length, D)
+        mask = attention_mask.new_zeros(B, length)
+        out_labels = input_ids.new_full((B, length), IGNORE_INDEX) if labels is not None else None
+        for b, (e, lab) in enumerate(zip(rows_e, rows_l)):
+            n = e.shape[0]
+            sl = slice(0, n) if padding_side == "right" else slice(length - n, length)
+            embeds[b, sl] = e
+            mask[b, sl] = 1
+            if out_labels is not None:
+                out_labels[b, sl] = lab
+        return embeds, mask, out_labels
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns the LM logits over the spliced sequence and the labels aligned to them."""
+        image_embeds = self.encode_images(pixel_values) if pixel_values is not None else None
+        embeds, mask, labels = self.splice(input_ids, attention_mask, image_embeds, labels, "right")
+        return self.llm(embeds, mask), labels
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        max_new_tokens: int = 32,
+    ) -> list[str]:
+        """Greedy answers for a batch of prompts (any padding side in; left-padded for the LM)."""
+        image_embeds = self.encode_images(pixel_values) if pixel_values is not None else None
+        embeds, mask, _ = self.splice(input_ids, attention_mask, image_embeds, None, "left")
+        out = self.llm.generate(embeds, mask, max_new_tokens)
+        return self.tokenizer.batch_decode(out, skip_special_tokens=True)

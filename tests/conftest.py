@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import mmssm_lightning  # noqa: F401  (torchvision shim before timm/transformers)
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from mmssm_lightning.train import CONF_DIR
+
+# Small splits keep each test's data generation well under a second.
+SMALL_DATA = ["data.synthetic.splits={train:96,val:10,test:20}", "data.eval_batch_size=10"]
+
+
+def compose_cfg(tmp: Path, overrides: list[str] = (), small_data: bool = True) -> DictConfig:
+    """The train config as the CLI would compose it, with every path under ``tmp``."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(
+            config_name="train",
+            overrides=[
+                f"paths.root_dir={tmp}",
+                f"paths.output_dir={tmp}/run",
+                f"paths.cache_dir={SHARED_CACHE}",
+                "logger=none",
+                *(SMALL_DATA if small_data else []),
+                *overrides,
+            ],
+        )
+
+
+SHARED_CACHE = Path(os.environ.get("PYTEST_MMSSM_CACHE", "/tmp/mmssm-test-cache"))
+
+
+@pytest.fixture
+def cfg_factory(tmp_path):
+    return lambda overrides=(): compose_cfg(tmp_path, list(overrides))
