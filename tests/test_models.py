@@ -136,3 +136,39 @@ def test_tokenizer_larger_than_embedding_is_a_clear_error(cfg_factory):
     cfg = cfg_factory(["llm.config.vocab_size=100"])
     with pytest.raises(InstantiationException, match="llm.config.vocab_size"):
         instantiate(cfg.llm, _convert_="all")
+
+
+@pytest.mark.parametrize(
+    "encoder, tokens, dim",
+    [
+        ("dinosiglip_384_channel", 729, 2176),   # Cobra eq. 4
+        ("dinosiglip_384_sequence", 1458, 1152),  # MambaVLM visual long sequence
+        ("siglip_so400m_384", 729, 1152),
+        ("dinov2_l_reg4_384", 729, 1024),
+        ("clip_l_336", 576, 1024),
+        ("eva02_l_336", 576, 1024),
+    ],
+)
+def test_real_towers_have_the_papers_token_counts(cfg_factory, encoder, tokens, dim):
+    """Built on the meta device (no weights, no download): the shapes the papers report."""
+    cfg = cfg_factory([f"encoder={encoder}"])
+    for name in cfg.encoder.towers:
+        cfg.encoder.towers[name].pretrained = False
+    with torch.device("meta"):
+        tower = instantiate(cfg.encoder, _convert_="all")
+    assert (tower.num_tokens, tower.embed_dim) == (tokens, dim)
+    assert tower(torch.empty(1, 3, tower.image_size, tower.image_size, device="meta")).shape == (1, tokens, dim)
+
+
+def test_text_only_and_image_rows_share_a_batch(cfg_factory):
+    """LLaVA mixes text-only conversations in; a row without an image marker gets no image tokens."""
+    model = build_model(cfg_factory())
+    ids, mask, pixels, labels = _batch(model, batch_size=2)
+    text_only = ids[1].clone()
+    text_only[: int(mask[1].sum()) - 1] = ids[1, 1 : int(mask[1].sum())].clone()  # drop the marker
+    ids2, mask2 = ids.clone(), mask.clone()
+    ids2[1], mask2[1, int(mask[1].sum()) - 1] = text_only, 0
+    embeds, out_mask, out_labels = model.splice(ids2, mask2, model.encode_images(pixels), labels, "right")
+    assert out_mask[0].sum() == mask[0].sum() - 1 + 64
+    assert out_mask[1].sum() == mask[1].sum() - 1
+    assert torch.equal(embeds[1, : int(out_mask[1].sum())], model.llm.embed(ids2[1, : int(mask2[1].sum())]))

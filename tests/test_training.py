@@ -91,3 +91,16 @@ def test_bad_override_is_a_short_clear_error(tmp_path):
     assert proc.returncode == 1
     assert "data.global_batch_size=30 is not a multiple" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_wandb_logs_offline_into_the_run_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = compose_cfg(tmp_path, ["logger=wandb", "trainer.max_steps=2", "trainer.val_check_interval=2",
+                                 "module.val_generate=false", "evaluate=false", "callbacks.checkpoint=null"])
+    assert cfg.logger.wandb.offline is True
+    assert (cfg.logger.wandb.group, cfg.logger.wandb.job_type) == ("demo", "full")
+    run(cfg)
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert any(runs[0].glob("*.wandb"))
