@@ -13,19 +13,29 @@ from mmssm_lightning.data.transforms import ImageTransform
 from mmssm_lightning.models.vlm import VisionLanguageModel
 
 
+def _optional(node: Any) -> Any:
+    """A group option that is ``none`` composes to an empty node: nothing to build."""
+    return instantiate(node, _convert_="all") if node else None
+
+
 def build_model(cfg: DictConfig) -> VisionLanguageModel:
-    vision = instantiate(cfg.encoder, _convert_="all")
+    vision = _optional(cfg.encoder)
     llm = instantiate(cfg.llm, _convert_="all")
-    projector = instantiate(cfg.projector, _convert_="all")
-    return VisionLanguageModel(vision, projector, llm)
+    projector = _optional(cfg.projector) if vision is not None else None
+    return VisionLanguageModel(vision, projector, llm, _optional(cfg.get("framing")))
 
 
 def build_datamodule(cfg: DictConfig, model: VisionLanguageModel) -> VLMDataModule:
+    """The data module; tokens the data needs that the LLM lacks are added to it here, before the
+    training stage freezes parts and the optimizer sees the parameters."""
     prompt = instantiate(cfg.prompt)
-    transform = ImageTransform(model.vision.image_size, model.vision.resize)
+    transform = ImageTransform(model.vision.image_size, model.vision.resize) if model.vision is not None else None
     # Objects go in through a partial: instantiate() would turn a dataclass kwarg into a config node.
     factory = instantiate(cfg.data, _partial_=True, _convert_="all")
-    return factory(tokenizer=model.tokenizer, prompt=prompt, transform=transform)
+    dm = factory(tokenizer=model.tokenizer, prompt=prompt, transform=transform)
+    if dm.new_tokens:
+        model.llm.add_tokens(dm.new_tokens, init_seed=dm.new_token_init_seed)
+    return dm
 
 
 def world_size(trainer_cfg: DictConfig) -> int:

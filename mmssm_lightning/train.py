@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections import Counter
 from pathlib import Path
 
 import mmssm_lightning  # noqa: F401  (torchvision compatibility shim before timm/transformers)
@@ -23,8 +22,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mmssm_lightning.build import build_callbacks, build_datamodule, build_loggers, build_model, world_size
 from mmssm_lightning.data.datamodule import accumulation_steps
-from mmssm_lightning.eval.report import majority_baseline, results_table, write_results
-from mmssm_lightning.lit.module import VLMModule
+from mmssm_lightning.eval.report import results_table, write_results
+from mmssm_lightning.lit.module import VLMModule, load_weights
 from mmssm_lightning.utils import print_config_tree, save_run_info
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -53,6 +52,8 @@ def run(cfg: DictConfig) -> dict:
         val_generate=cfg.module.val_generate,
         run_config=OmegaConf.to_container(cfg, resolve=True),
     )
+    if cfg.get("init_from"):
+        load_weights(module, cfg.init_from)
     loggers = build_loggers(cfg)
     trainer = instantiate(cfg.trainer, _partial_=True, _convert_="all")(
         logger=loggers or False, callbacks=build_callbacks(cfg), accumulate_grad_batches=accumulate
@@ -60,7 +61,9 @@ def run(cfg: DictConfig) -> dict:
     if cfg.train:
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
     payload: dict = {}
-    if cfg.evaluate:
+    if cfg.evaluate and not dm.has_split("test"):
+        print("evaluate: data.test is not set, no test split to score (benchmarks: mmssm-eval)", file=sys.stderr)
+    elif cfg.evaluate:
         ckpt = None if cfg.train else cfg.ckpt_path
         trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False)
         payload = _report(cfg, dm, module, trainer, output_dir)
@@ -74,9 +77,8 @@ def run(cfg: DictConfig) -> dict:
 
 def _report(cfg: DictConfig, dm, module: VLMModule, trainer: L.Trainer, output_dir: Path) -> dict:
     metrics = {k.removeprefix("test/acc/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/acc/")}
-    test = dm.dataset("test")
-    baseline = majority_baseline(dm.dataset("train").records, test.records, module.test_acc)
-    counts = Counter(r.get("task", "default") for r in test.records)
+    baseline = dm.baseline(module.test_acc)
+    counts = dm.task_counts()
     payload = {
         "experiment": cfg.experiment_name,
         "stage": cfg.stage.name,

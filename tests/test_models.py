@@ -6,6 +6,7 @@ from hydra.utils import instantiate
 from mmssm_lightning.build import build_model
 from mmssm_lightning.data.prompting import IGNORE_INDEX, IMAGE_TOKEN_ID
 from mmssm_lightning.models.encoders import TimmEncoder, VisionTower
+from mmssm_lightning.models.layout import VisualLayout
 from mmssm_lightning.models.loss import causal_lm_loss
 from mmssm_lightning.models.projectors.mlp import MLPProjector
 
@@ -89,7 +90,7 @@ def test_fusion_layouts():
     ch = VisionTower({"a": a, "b": b}, fuse="channel")
     seq = VisionTower({"a": a, "b": b}, fuse="sequence")
     assert ch(x).shape == (2, 16, 80) and ch.embed_dim == 80
-    assert seq(x).shape == (2, 32, 48) and seq.num_maps == 2
+    assert seq(x).shape == (2, 32, 48) and seq.layout == VisualLayout(32, (4, 4), 2)
     assert torch.allclose(ch(x)[..., :32], a(x))
     assert torch.allclose(seq(x)[:, :16, :32], a(x)) and torch.all(seq(x)[:, :16, 32:] == 0)
     assert torch.allclose(seq(x)[:, 16:], b(x))

@@ -104,3 +104,28 @@ def test_wandb_logs_offline_into_the_run_dir(tmp_path, monkeypatch):
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert any(runs[0].glob("*.wandb"))
+
+
+def test_init_from_takes_weights_only_and_names_a_mismatch(tmp_path):
+    from hydra.utils import instantiate
+
+    from mmssm_lightning.build import build_model
+    from mmssm_lightning.lit.module import VLMModule, load_weights
+
+    common = ["trainer.val_check_interval=2", "module.val_generate=false", "evaluate=false",
+              "callbacks.checkpoint.every_n_train_steps=2", "trainer.max_steps=2"]
+    run(compose_cfg(tmp_path, common))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+
+    def module(overrides):
+        cfg = compose_cfg(tmp_path / "b", overrides)
+        return VLMModule(build_model(cfg), instantiate(cfg.optim.optimizer), instantiate(cfg.stage, _convert_="all"))
+
+    fresh = module([])
+    load_weights(fresh, str(ckpt))
+    saved = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert all(torch.equal(v, saved[k]) for k, v in fresh.state_dict().items())
+    with pytest.raises(ValueError, match="init_from: .* does not fit this model"):
+        load_weights(module(["projector=vss_l2", "scan=bidirectional"]), str(ckpt))
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        load_weights(fresh, str(tmp_path / "nope.ckpt"))

@@ -1,9 +1,12 @@
-"""The LightningDataModule over LLaVA-format splits, with optional synthetic generation."""
+"""Lightning data modules: LLaVA-format splits on disk (optionally generated first) and the
+base class that owns batching, the global-batch arithmetic and the results' baseline."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import lightning as L
 from torch.utils.data import DataLoader
@@ -12,8 +15,9 @@ from transformers import PreTrainedTokenizerBase
 from mmssm_lightning.data.collate import Collator
 from mmssm_lightning.data.llava import LlavaDataset
 from mmssm_lightning.data.prompting import PromptFormat, SequenceBuilder
-from mmssm_lightning.data.synthetic import SyntheticShapesSpec, generate
 from mmssm_lightning.data.transforms import ImageTransform
+from mmssm_lightning.eval.metrics import TaskAccuracy
+from mmssm_lightning.eval.report import majority_baseline
 
 
 def accumulation_steps(global_batch_size: int, per_device_batch_size: int, world_size: int) -> int:
@@ -29,78 +33,82 @@ def accumulation_steps(global_batch_size: int, per_device_batch_size: int, world
     return global_batch_size // per_step
 
 
-class VLMDataModule(L.LightningDataModule):
-    """Args:
-    root: folder the split files and ``image_folder`` are relative to.
-    train / val / test: split files (LLaVA json or jsonl); ``test`` may be None.
-    image_folder: images folder, relative to ``root`` unless absolute.
-    synthetic: when set, the synthetic shapes data is generated into ``root`` first.
-    global_batch_size / per_device_batch_size: the optimisation batch and what one device holds.
-    eval_batch_size: batch size of validation/test generation.
-    max_length: text tokens kept per sequence (the image adds its visual tokens on top).
-    tokenizer / prompt / transform: supplied by the entry point from the model.
-    tasks: the task names records carry (``task`` key; "default" when absent), for the metrics.
+class DatasetGenerator(Protocol):
+    """A synthetic dataset spec: writes ``{split}.json`` (+ images) under ``root``."""
+
+    def generate(self, root: str | Path) -> Path: ...
+
+
+class BaseDataModule(L.LightningDataModule):
+    """Batching shared by every data source. Subclasses build :meth:`make_dataset`.
+
+    Args:
+        tokenizer / prompt / transform: supplied by the entry point from the model.
+        global_batch_size / per_device_batch_size: the optimisation batch and what one device holds.
+        eval_batch_size: batch size of validation/test generation.
+        max_length: text tokens kept per sequence (the image adds its visual tokens on top).
+        tasks: the task names records carry (``task`` key; "default" when absent), for the metrics.
     """
+
+    #: tokens the LLM must gain before training (the grounding task's special tokens)
+    new_tokens: list[str] = []
+    new_token_init_seed: int = 0
 
     def __init__(
         self,
-        root: str,
-        train: str,
-        val: str,
         tokenizer: PreTrainedTokenizerBase,
         prompt: PromptFormat,
-        transform: ImageTransform,
-        test: str | None = None,
-        image_folder: str | None = ".",
-        synthetic: SyntheticShapesSpec | None = None,
+        transform: ImageTransform | None,
         global_batch_size: int = 8,
         per_device_batch_size: int = 8,
         eval_batch_size: int = 32,
         num_workers: int = 0,
         max_length: int | None = 2048,
-        check_images: bool = True,
         tasks: Sequence[str] = ("default",),
     ) -> None:
         super().__init__()
-        self.root = Path(root)
-        self.files = {"train": train, "val": val, "test": test}
-        self.image_folder = None if image_folder is None else self.root / image_folder
-        self.synthetic = synthetic
         self.global_batch_size = global_batch_size
         self.per_device_batch_size = per_device_batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
-        self.check_images = check_images
         self.tasks = list(tasks)
-        self.builder = SequenceBuilder(tokenizer, prompt, max_length)
+        self.tokenizer = tokenizer
+        self.prompt = prompt
+        self.max_length = max_length
         self.transform = transform
         self.collate = Collator(tokenizer.pad_token_id)
         self.datasets: dict[str, LlavaDataset] = {}
 
-    def prepare_data(self) -> None:
-        if self.synthetic is not None:
-            generate(self.root, self.synthetic)
+    @property
+    def builder(self) -> SequenceBuilder:
+        # Built on use: tokens added to the tokenizer after construction must be seen.
+        return SequenceBuilder(self.tokenizer, self.prompt, self.max_length)
+
+    def make_dataset(self, split: str) -> LlavaDataset:
+        raise NotImplementedError
+
+    def has_split(self, split: str) -> bool:
+        return True
 
     def dataset(self, split: str) -> LlavaDataset:
         if split not in self.datasets:
-            name = self.files.get(split)
-            if name is None:
-                raise ValueError(f"data.{split} is not set")
-            self.datasets[split] = LlavaDataset(
-                self.root / name, self.image_folder, self.builder, self.transform, self.check_images
-            )
+            self.datasets[split] = self.make_dataset(split)
         return self.datasets[split]
 
     def setup(self, stage: str | None = None) -> None:
-        if self.synthetic is not None:
-            generate(self.root, self.synthetic)  # no-op when prepare_data already did it
         if stage in (None, "fit"):
             self.dataset("train")
+        if stage in (None, "fit", "validate") and self.has_split("val"):
             self.dataset("val")
-        if stage in ("validate",):
-            self.dataset("val")
-        if stage in (None, "test") and self.files["test"] is not None:
+        if stage in (None, "test") and self.has_split("test"):
             self.dataset("test")
+
+    def baseline(self, metric: TaskAccuracy, split: str = "test") -> dict[str, float]:
+        """The score a model must beat: always giving each task's most frequent training answer."""
+        return majority_baseline(self.dataset("train").records, self.dataset(split).records, metric)
+
+    def task_counts(self, split: str = "test") -> dict[str, int]:
+        return dict(Counter(r.get("task", "default") for r in self.dataset(split).records))
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -116,8 +124,72 @@ class VLMDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.per_device_batch_size, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.eval_batch_size, shuffle=False)
+    def val_dataloader(self) -> DataLoader | list:
+        # No val split: an empty list, which Lightning reads as "no validation".
+        return self._loader("val", self.eval_batch_size, shuffle=False) if self.has_split("val") else []
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.eval_batch_size, shuffle=False)
+
+
+class VLMDataModule(BaseDataModule):
+    """LLaVA-format splits (json or jsonl) + an image folder, optionally generated first.
+
+    Args:
+        root: folder the split files and ``image_folder`` are relative to.
+        train / val / test: split files (a list concatenates several); ``val`` and ``test`` may be None.
+        image_folder: images folder, relative to ``root`` unless absolute.
+        synthetic: a generator spec (e.g. the shapes data) run into ``root`` before loading.
+        pack_max_pairs: pack QA pairs of one image and task into one training sequence
+            (Pythia-VL vs Mamba-VL App. A.3); None keeps one record per sequence.
+        check_images: verify every referenced image exists when loading.
+        (the rest: see :class:`BaseDataModule`)
+    """
+
+    def __init__(
+        self,
+        root: str,
+        train: str | list[str],
+        val: str | list[str] | None,
+        tokenizer: PreTrainedTokenizerBase,
+        prompt: PromptFormat,
+        transform: ImageTransform | None,
+        test: str | list[str] | None = None,
+        image_folder: str | None = ".",
+        synthetic: DatasetGenerator | None = None,
+        pack_max_pairs: int | None = None,
+        check_images: bool = True,
+        **batching,
+    ) -> None:
+        super().__init__(tokenizer, prompt, transform, **batching)
+        self.root = Path(root)
+        self.files = {"train": train, "val": val, "test": test}
+        self.image_folder = None if image_folder is None else self.root / image_folder
+        self.synthetic = synthetic
+        self.pack_max_pairs = pack_max_pairs
+        self.check_images = check_images
+
+    def prepare_data(self) -> None:
+        if self.synthetic is not None:
+            self.synthetic.generate(self.root)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare_data()  # no-op when prepare_data already did it (the spec is stamped)
+        super().setup(stage)
+
+    def has_split(self, split: str) -> bool:
+        return self.files.get(split) is not None
+
+    def make_dataset(self, split: str) -> LlavaDataset:
+        name = self.files.get(split)
+        if name is None:
+            raise ValueError(f"data.{split} is not set")
+        names = [name] if isinstance(name, str) else name
+        return LlavaDataset.from_file(
+            [self.root / n for n in names],
+            self.image_folder,
+            self.builder,
+            self.transform,
+            self.check_images,
+            pack_max_pairs=self.pack_max_pairs if split == "train" else None,
+        )

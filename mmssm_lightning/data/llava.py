@@ -9,7 +9,7 @@ bad one is reported with the file and index at fault.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from mmssm_lightning.data.packing import pack_records
 from mmssm_lightning.data.prompting import SequenceBuilder
 
 _ROLES = ("human", "gpt")
@@ -75,21 +76,47 @@ def load_records(json_path: str | Path, image_folder: str | Path | None, check_i
 
 class LlavaDataset(Dataset):
     """Items: ``input_ids``/``labels`` (training sequence), ``prompt_ids`` (generation prompt),
-    ``pixel_values`` (or None), ``answer``, ``task`` and ``index``."""
+    ``pixel_values`` (or None), ``answer``, ``task`` and ``index``.
+
+    Args:
+        records: validated LLaVA records (any sequence, also one that makes them on demand).
+        builder / transform: tokenisation and image preprocessing (``transform`` may be None
+            when no record has an image).
+        image_folder: where record image paths are relative to.
+        source: what the records came from, for error messages.
+    """
 
     def __init__(
         self,
-        json_path: str | Path,
-        image_folder: str | Path | None,
+        records: Sequence[dict],
         builder: SequenceBuilder,
-        transform: Callable[[Image.Image], torch.Tensor],
-        check_images: bool = True,
+        transform: Callable[[Image.Image], torch.Tensor] | None,
+        image_folder: str | Path | None = None,
+        source: str = "records",
     ) -> None:
-        self.json_path = Path(json_path)
-        self.image_folder = Path(image_folder) if image_folder is not None else None
-        self.records = load_records(json_path, image_folder, check_images)
+        self.records = records
         self.builder = builder
         self.transform = transform
+        self.image_folder = Path(image_folder) if image_folder is not None else None
+        self.source = source
+
+    @classmethod
+    def from_file(
+        cls,
+        json_path: str | Path | Sequence[str | Path],
+        image_folder: str | Path | None,
+        builder: SequenceBuilder,
+        transform: Callable[[Image.Image], torch.Tensor] | None,
+        check_images: bool = True,
+        pack_max_pairs: int | None = None,
+    ) -> LlavaDataset:
+        """Read and validate ``json_path`` (one file or several, concatenated); optionally pack QA
+        pairs of one image (see packing.py)."""
+        paths = [json_path] if isinstance(json_path, (str, Path)) else list(json_path)
+        records = [rec for p in paths for rec in load_records(p, image_folder, check_images)]
+        if pack_max_pairs is not None:
+            records = pack_records(records, pack_max_pairs)
+        return cls(records, builder, transform, image_folder, " + ".join(str(p) for p in paths))
 
     def __len__(self) -> int:
         return len(self.records)
@@ -99,12 +126,14 @@ class LlavaDataset(Dataset):
         has_image = "image" in rec
         pixels = None
         if has_image:
+            if self.transform is None:
+                raise DataValidationError(f"{self.source} record {idx} has an image but the model has no vision tower (encoder=none)")
             path = self.image_folder / rec["image"]
             try:
                 with Image.open(path) as img:
                     pixels = self.transform(img)
             except OSError as e:
-                raise DataValidationError(f"{self.json_path} record {idx}: cannot read image {path}: {e}") from None
+                raise DataValidationError(f"{self.source} record {idx}: cannot read image {path}: {e}") from None
         turns = rec["conversations"]
         enc = self.builder.encode(turns, has_image)
         return {

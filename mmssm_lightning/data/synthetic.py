@@ -122,6 +122,9 @@ class SyntheticShapesSpec:
     tasks: Sequence[str] = TASKS
     seed: int = 0
 
+    def generate(self, root: str | Path) -> Path:
+        return generate(root, self)
+
 
 def generate(root: str | Path, spec: SyntheticShapesSpec) -> Path:
     """Write ``root/{split}.json`` and ``root/images/*.png``; a finished root is reused as is."""

@@ -4,6 +4,7 @@ token- or sample-normalised loss, and generation-based accuracy on validation/te
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,6 +25,23 @@ def warmup_cosine(step: int, total: int, warmup_ratio: float, min_lr_ratio: floa
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def load_weights(module: L.LightningModule, ckpt_path: str) -> None:
+    """Start from another run's weights, not its optimizer or step (``init_from``: the finetune
+    stage of a two-stage recipe starts from the align stage's checkpoint)."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from: {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True).get("state_dict")
+    if state is None:
+        raise ValueError(f"init_from: {path} holds no state_dict (not a Lightning checkpoint)")
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"init_from: {path} does not fit this model: {len(missing)} missing (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}); the architectures differ"
+        )
 
 
 class VLMModule(L.LightningModule):

@@ -27,8 +27,11 @@ class Stage:
             raise ValueError(f"stage.trainable must be a non-empty subset of {PARTS}, got {list(self.trainable)}")
 
     def apply(self, model: nn.Module) -> None:
-        """Freeze everything, then unfreeze the listed parts (before any FSDP wrapping)."""
+        """Freeze everything, then unfreeze the listed parts (before any FSDP wrapping). Parts the
+        model does not have (no tower in a text-only run) are skipped."""
         model.requires_grad_(False)
         for part in self.trainable:
-            getattr(model, part).requires_grad_(True)
-        model.vision.freeze = "vision" not in self.trainable
+            if getattr(model, part) is not None:
+                getattr(model, part).requires_grad_(True)
+        if model.vision is not None:
+            model.vision.freeze = "vision" not in self.trainable

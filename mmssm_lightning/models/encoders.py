@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmssm_lightning.models.layout import VisualLayout
+
 Fuse = Literal["channel", "sequence"]
 
 
@@ -133,9 +135,14 @@ class VisionTower(nn.Module):
             self.num_tokens = sum(tokens.values())
             self.embed_dim = max(dims)
         grids = {t.grid_size for t in self.towers.values()}
-        # The (rows, cols) layout scans use; a sequence-fused tower holds one grid per tower.
-        self.grid_size = next(iter(grids)) if len(grids) == 1 else None
-        self.num_maps = len(self.towers) if fuse == "sequence" else 1
+        patches_only = all(t.drop_prefix_tokens for t in self.towers.values())
+        # Scans, pooling and row separators need one patch grid; a sequence-fused tower holds one
+        # map of it per tower (MambaVLM eq. 5).
+        self.layout = VisualLayout(
+            num_tokens=self.num_tokens,
+            grid=next(iter(grids)) if len(grids) == 1 and patches_only else None,
+            num_maps=len(self.towers) if fuse == "sequence" else 1,
+        )
         if freeze:
             self.requires_grad_(False)
 

@@ -59,6 +59,28 @@ class CausalLM(nn.Module):
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
+    @torch.no_grad()
+    def add_tokens(self, tokens: list[str], init_seed: int = 0) -> list[int]:
+        """Add ``tokens`` as special tokens and grow the embeddings (and an untied LM head) to hold
+        them. New input rows are drawn from N(mean, std) of the existing rows, per dimension, with
+        their own generator: ``init_seed`` picks one of the initialisations (Pythia-VL vs
+        Mamba-VL §5.3.2 trains with three)."""
+        added = self.tokenizer.add_tokens(tokens, special_tokens=True)
+        ids = self.tokenizer.convert_tokens_to_ids(tokens)
+        old = self.model.get_input_embeddings().num_embeddings
+        if len(self.tokenizer) > old:
+            self.model.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)
+        if added:
+            emb = self.model.get_input_embeddings().weight
+            ref = emb[: min(old, min(ids))].float()
+            g = torch.Generator().manual_seed(init_seed)
+            rows = torch.randn(len(ids), emb.shape[1], generator=g) * ref.std(0) + ref.mean(0)
+            emb[ids] = rows.to(emb.dtype).to(emb.device)
+            head = self.model.get_output_embeddings()
+            if head is not None and head.weight.data_ptr() != emb.data_ptr():
+                head.weight[ids] = 0.0  # untied head: new tokens start with neutral logits
+        return ids
+
     @property
     def hidden_size(self) -> int:
         return self.model.get_input_embeddings().embedding_dim

@@ -2,7 +2,10 @@
 
 Token ids carry one ``IMAGE_TOKEN_ID`` per image-bearing sample; :meth:`splice` replaces it with
 the projected visual tokens, so every image position of :mod:`~mmssm_lightning.data.prompting`
-(first, at ``<image>``, after the instruction) is served by the same code.
+(first, at ``<image>``, after the instruction) is served by the same code. An optional
+:class:`~mmssm_lightning.models.framing.ImageFraming` wraps the visual tokens in text separators
+(Pythia-VL's ``##`` / ``&&``). Without a vision tower the model is the bare LM (the synthetic
+grounding task of Pythia-VL vs Mamba-VL §5.3.2).
 """
 
 from __future__ import annotations
@@ -14,21 +17,40 @@ from torch import nn
 
 from mmssm_lightning.data.prompting import IGNORE_INDEX, IMAGE_TOKEN_ID
 from mmssm_lightning.models.encoders import VisionTower
+from mmssm_lightning.models.framing import ImageFraming
 from mmssm_lightning.models.llm import CausalLM
 
 
 class VisionLanguageModel(nn.Module):
     """Args:
-    vision: the (possibly fused) vision tower.
-    projector: a callable ``(in_dim, out_dim) -> nn.Module`` (a Hydra ``_partial_`` config).
+    vision: the (possibly fused) vision tower, or None for a text-only LM.
+    projector: a callable ``(in_dim, out_dim, layout) -> nn.Module`` (a Hydra ``_partial_`` config).
     llm: the language backbone.
+    framing: text separators around / inside the image tokens.
     """
 
-    def __init__(self, vision: VisionTower, projector: Callable[..., nn.Module], llm: CausalLM) -> None:
+    def __init__(
+        self,
+        vision: VisionTower | None,
+        projector: Callable[..., nn.Module] | None,
+        llm: CausalLM,
+        framing: ImageFraming | None = None,
+    ) -> None:
         super().__init__()
         self.vision = vision
         self.llm = llm
-        self.projector = projector(in_dim=vision.embed_dim, out_dim=llm.hidden_size)
+        self.projector = None
+        self.framing = framing
+        self.num_image_tokens = 0
+        if vision is not None:
+            if projector is None:
+                raise ValueError("a vision tower needs a projector (projector=...)")
+            self.projector = projector(in_dim=vision.embed_dim, out_dim=llm.hidden_size, layout=vision.layout)
+            layout = self.projector.out_layout
+            self.num_image_tokens = layout.num_tokens
+            if framing is not None:
+                self._framing_ids = framing.token_ids(llm.tokenizer)
+                self.num_image_tokens = framing.num_tokens(layout, self._framing_ids)
 
     @property
     def tokenizer(self):
@@ -36,9 +58,14 @@ class VisionLanguageModel(nn.Module):
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, N_visual, D_llm)."""
+        if self.vision is None:
+            raise ValueError("this model has no vision tower (encoder=none) but the batch holds images")
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.vision.freeze):
             feats = self.vision(pixels)
-        return self.projector(feats)
+        tokens = self.projector(feats)
+        if self.framing is not None:
+            tokens = self.framing.frame(tokens, self.projector.out_layout, self._framing_ids, self.llm.embed)
+        return tokens
 
     def splice(
         self,

@@ -10,10 +10,29 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from mmssm_lightning.models.layout import VisualLayout
+
 
 class MLPProjector(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int, num_layers: int = 2, fused_expansion: int | None = None) -> None:
+    """Token-wise MLP; keeps the visual layout.
+
+    Args:
+        in_dim / out_dim: vision and LLM widths (filled in by the VLM).
+        layout: where the visual tokens sit (unchanged by a token-wise map).
+        num_layers: linear layers, GELU between them.
+        fused_expansion: width multiplier of the first hidden layer (Cobra's 3-layer projector).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        layout: VisualLayout | None = None,
+        num_layers: int = 2,
+        fused_expansion: int | None = None,
+    ) -> None:
         super().__init__()
+        self.out_layout = layout
         if num_layers < 1:
             raise ValueError(f"projector.num_layers must be >= 1, got {num_layers}")
         if fused_expansion is not None and num_layers < 2:
