@@ -18,7 +18,19 @@ def _optional(node: Any) -> Any:
     return instantiate(node, _convert_="all") if node else None
 
 
+def random_weights(node: DictConfig) -> None:
+    """Set every ``pretrained`` key under ``node`` to false: real shapes, random weights."""
+    for key, value in node.items():
+        if key == "pretrained":
+            node[key] = False
+        elif isinstance(value, DictConfig):
+            random_weights(value)
+
+
 def build_model(cfg: DictConfig) -> VisionLanguageModel:
+    if cfg.get("random_weights"):
+        for group in ("encoder", "llm", "projector"):
+            random_weights(cfg[group])
     vision = _optional(cfg.encoder)
     llm = instantiate(cfg.llm, _convert_="all")
     projector = _optional(cfg.projector) if vision is not None else None

@@ -29,10 +29,13 @@ def tiny_overrides(tmp: Path, experiment: str) -> list[str]:
           "trainer.max_steps=1", "evaluate=false", "callbacks.checkpoint=null", "init_from=null"]
     if paper.encoder:
         ov.append(f"encoder={TINY_ENCODER[(paper.encoder.fuse, len(paper.encoder.towers))]}")
-    if paper.data._target_.endswith("VLMDataModule"):
+    if paper.data._target_.endswith(".VLMDataModule"):
         ov += ["data=synthetic_shapes", f"data.root={tmp}/shapes", "data.train=train.json", "data.val=val.json",
                "data.test=test.json", "data.synthetic.splits={train:8,val:4,test:4}",
                "data.global_batch_size=4", "data.per_device_batch_size=4"]
+    elif paper.data._target_.endswith("RandomVLMDataModule"):
+        ov += ["data.text_tokens=8", "data.global_batch_size=4", "data.per_device_batch_size=4",
+               "data.num_workers=0", "callbacks.throughput.warmup_batches=0", "trainer.devices=1"]
     else:  # the synthetic grounding task keeps its data, shrunk
         ov += ["data.seq_len=8", "data.num_special_tokens=16", "data.splits={train:16,val:4,test:4}",
                "data.global_batch_size=4", "data.per_device_batch_size=4", "data.eval_batch_size=4",
@@ -47,7 +50,7 @@ def tiny_overrides(tmp: Path, experiment: str) -> list[str]:
 
 def test_every_paper_has_experiments():
     papers = {e.split("/")[0] for e in EXPERIMENTS}
-    assert papers == {"cobra", "mambavlm", "vl_mamba", "q_mamba", "pythia_vs_mamba"}
+    assert papers == {"cobra", "mambavlm", "vl_mamba", "q_mamba", "pythia_vs_mamba", "benchmarks"}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

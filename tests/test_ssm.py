@@ -40,6 +40,13 @@ def test_torch_scan_matches_the_recurrence_values_and_gradients(groups, chunk):
         assert (got.double() - want).abs().max() < 1e-4 * max(1.0, want.abs().max().item()), name
 
 
+def test_last_state_is_the_recurrence_state():
+    u, delta, A, B, C, D, z, db = [t.detach() for t in _inputs(2)]
+    _, h_ref = selective_scan_reference(u, delta, A, B, C, D, z, db, True, return_last_state=True)
+    _, h = selective_scan_torch(*[t.float() for t in (u, delta, A, B, C, D, z, db)], True, return_last_state=True)
+    assert h.shape == (2, 6, 4) and (h.double() - h_ref).abs().max() < 1e-5
+
+
 def test_large_steps_do_not_overflow():
     u, delta, A, B, C, *_ = [t.detach() for t in _inputs(length=40, dtype=torch.float32)]
     out = selective_scan_torch(u, delta * 0 + 50.0, A * 10, B, C, chunk_size=16)  # exp(-1500) per step

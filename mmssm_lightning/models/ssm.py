@@ -102,10 +102,12 @@ class _SelectiveScan(torch.autograd.Function):
         h = _linear_scan(log_a, (delta * u).unsqueeze(-1) * B, chunk_size)
         ctx.save_for_backward(u, delta, A, B, C)
         ctx.chunk_size = chunk_size
-        return (h * C).sum(-1)
+        last = h[..., -1, :].contiguous()
+        ctx.mark_non_differentiable(last)
+        return (h * C).sum(-1), last
 
     @staticmethod
-    def backward(ctx, dy):
+    def backward(ctx, dy, _d_last):
         u, delta, A, B, C = ctx.saved_tensors
         chunk = ctx.chunk_size
         du_ = delta * u
@@ -135,12 +137,14 @@ def selective_scan_torch(
     z: torch.Tensor | None = None,
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
+    return_last_state: bool = False,
     chunk_size: int = 8,
-) -> torch.Tensor:
+):
     """Same signature and layout as ``mamba_ssm``'s ``selective_scan_fn``.
 
     ``u``, ``delta``, ``z``: (b, d, l); ``A``: (d, n); ``B``, ``C``: (b, n, l) or grouped
-    (b, g, n, l); ``D``, ``delta_bias``: (d,). Returns y (b, d, l) in ``u``'s dtype.
+    (b, g, n, l); ``D``, ``delta_bias``: (d,). Returns y (b, d, l) in ``u``'s dtype [and the
+    float32 state after the last step, (b, d, n)].
     """
     dtype = u.dtype
     b, d, length = u.shape
@@ -157,18 +161,21 @@ def selective_scan_torch(
     def groups(m: torch.Tensor) -> torch.Tensor:  # (b, [g,] n, l) -> (b, g, 1, l, n)
         return m.float().reshape(b, g, 1, n, length).transpose(-1, -2)
 
-    y = _SelectiveScan.apply(
+    y, last = _SelectiveScan.apply(
         u.view(b, g, d // g, length), delta.view(b, g, d // g, length), A.float().view(g, d // g, n),
         groups(B), groups(C), chunk_size,
-    ).reshape(b, d, length)
+    )
+    y = y.reshape(b, d, length)
     if D is not None:
         y = y + D.float()[:, None] * u
     if z is not None:
         y = y * F.silu(z.float())
-    return y.to(dtype)
+    y = y.to(dtype)
+    return (y, last.reshape(b, d, n)) if return_last_state else y
 
 
-def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                             return_last_state=False):
     """The recurrence h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t, y_t = C_t h_t, one step at a
     time in float64: slow, obviously right, for tests only."""
     u, delta = u.double(), delta.double()
@@ -188,7 +195,7 @@ def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         y = y + D.double()[:, None] * u
     if z is not None:
         y = y * F.silu(z.double())
-    return y
+    return (y, h) if return_last_state else y
 
 
 def selective_scan(
@@ -201,13 +208,14 @@ def selective_scan(
     z: torch.Tensor | None = None,
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
+    return_last_state: bool = False,
     backend: Backend = "auto",
     chunk_size: int = 8,
-) -> torch.Tensor:
+):
     if use_kernels(backend, u):
         scan_fn = kernels()[0]
-        return scan_fn(u, delta, A, B.contiguous(), C.contiguous(), D, z, delta_bias, delta_softplus)
-    return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size=chunk_size)
+        return scan_fn(u, delta, A, B.contiguous(), C.contiguous(), D, z, delta_bias, delta_softplus, return_last_state)
+    return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk_size)
 
 
 def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, backend: Backend = "auto") -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""Benchmarks: generation speed (`mmssm-bench`) and training throughput (a Lightning callback)."""

@@ -1,0 +1,182 @@
+"""Greedy decoding of a Hugging Face ``MambaForCausalLM`` with static recurrent state and, on a GPU,
+one CUDA graph per decode step (Mamba §3.3.2's recurrent mode, as ``mamba_ssm``'s own ``decode``
+with ``cg=True`` runs it).
+
+A Mamba step reads every weight once and touches a fixed-size state (conv window + SSM state per
+layer), so at batch 1 it is bound by weight bytes / memory bandwidth: a 64-layer model launches
+~15 kernels per layer per token, and launch latency alone would cap it near 300 tokens/s. Capturing
+the step (all layers, final norm, LM head and the argmax) as one graph removes that.
+
+The prefill takes ``inputs_embeds``, so the image tokens of a VLM go in as they are; it runs the
+same kernels as training (``causal_conv1d_fn``, ``selective_scan_fn`` with the last state kept).
+The step uses ``causal_conv1d_update`` and ``selective_state_update``. Without the kernels both
+fall back to PyTorch, which is how the CPU tests check this against ``model.generate``.
+Numerics follow HF's ``MambaBlock``: residual stream in float32 when ``residual_in_fp32``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from transformers import MambaForCausalLM
+
+from mmssm_lightning.models.ssm import causal_conv1d, selective_scan, use_kernels
+
+
+@lru_cache(maxsize=1)
+def _step_kernels() -> tuple | None:
+    try:
+        from causal_conv1d import causal_conv1d_update
+        from mamba_ssm.ops.triton.selective_state_update import selective_state_update
+    except ImportError:
+        return None
+    return causal_conv1d_update, selective_state_update
+
+
+def _conv_update_torch(x, conv_state, weight, bias):
+    """x (b, d); conv_state (b, d, k) shifted left in place, x appended; depthwise conv + SiLU."""
+    conv_state.copy_(torch.roll(conv_state, shifts=-1, dims=-1))
+    conv_state[:, :, -1] = x
+    out = (conv_state * weight).sum(-1)
+    if bias is not None:
+        out = out + bias
+    return F.silu(out).to(x.dtype)
+
+
+def _state_update_torch(state, x, dt, A, B, C, D, z, dt_bias):
+    """One step of the recurrence in float32: state (b, d, n) updated in place; returns y (b, d)."""
+    dt = F.softplus(dt.float() + dt_bias.float())
+    state.copy_(state * torch.exp(dt[..., None] * A) + (dt * x.float())[..., None] * B.float()[:, None, :])
+    y = (state * C.float()[:, None, :]).sum(-1) + D.float() * x.float()
+    return (y * F.silu(z.float())).to(x.dtype)
+
+
+class MambaDecoder:
+    """Args:
+    model: a ``MambaForCausalLM`` (weights are used in place, not copied).
+    batch_size: the batch the static state is allocated for.
+    cuda_graph: capture the decode step on a GPU (ignored on CPU).
+    backend: ``auto`` | ``cuda`` | ``torch`` for the kernels (see :mod:`~mmssm_lightning.models.ssm`).
+    """
+
+    def __init__(self, model: MambaForCausalLM, batch_size: int, cuda_graph: bool = True, backend: str = "auto") -> None:
+        self.model = model
+        cfg = model.config
+        self.layers = model.backbone.layers
+        self.batch_size = batch_size
+        self.backend = backend
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        mixer = self.layers[0].mixer
+        self.d_inner, self.d_state, self.d_conv = mixer.intermediate_size, mixer.ssm_state_size, mixer.conv_kernel_size
+        self.dt_rank = mixer.time_step_rank
+        self.residual_in_fp32 = cfg.residual_in_fp32
+        n = len(self.layers)
+        self.conv_state = torch.zeros(n, batch_size, self.d_inner, self.d_conv, device=self.device, dtype=self.dtype)
+        self.ssm_state = torch.zeros(n, batch_size, self.d_inner, self.d_state, device=self.device, dtype=torch.float32)
+        # -exp(A_log) once, not per step
+        self.A = [-torch.exp(layer.mixer.A_log.float()) for layer in self.layers]
+        self.use_graph = cuda_graph and self.device.type == "cuda"
+        self.kernels = _step_kernels() if use_kernels(backend, p) else None
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.tokens = torch.zeros(batch_size, dtype=torch.long, device=self.device)
+
+    # -- prefill -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def prefill(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """Run the prompt (b, L, D), fill the states; returns the first greedy token (b,)."""
+        if inputs_embeds.shape[0] != self.batch_size:
+            raise ValueError(f"MambaDecoder was built for batch {self.batch_size}, got {inputs_embeds.shape[0]}")
+        hidden = inputs_embeds.to(self.dtype)
+        for i, layer in enumerate(self.layers):
+            residual = hidden
+            h = layer.norm(hidden.to(layer.norm.weight.dtype))
+            if self.residual_in_fp32:
+                residual = residual.float()
+            hidden = residual + self._mixer_prefill(i, layer.mixer, h)
+        self.tokens.copy_(self._head(hidden[:, -1]))
+        return self.tokens.clone()
+
+    def _mixer_prefill(self, i: int, m, h: torch.Tensor) -> torch.Tensor:
+        length = h.shape[1]
+        x, z = m.in_proj(h).transpose(1, 2).chunk(2, dim=1)
+        self.conv_state[i].copy_(F.pad(x, (self.d_conv - length, 0))[..., -self.d_conv :])
+        x = causal_conv1d(x.contiguous(), m.conv1d.weight.squeeze(1), m.conv1d.bias, self.backend)
+        dt, B, C = m.x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = (dt @ m.dt_proj.weight.t()).transpose(1, 2)
+        y, last = selective_scan(
+            x, delta.contiguous(), self.A[i], B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
+            m.D.float(), z.contiguous(), m.dt_proj.bias.float(), delta_softplus=True, return_last_state=True,
+            backend=self.backend,
+        )
+        self.ssm_state[i].copy_(last)
+        return m.out_proj(y.transpose(1, 2))
+
+    # -- one step ------------------------------------------------------------------------------
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        h = self.model.backbone.norm_f(hidden)
+        logits = self.model.lm_head(h.to(self.model.lm_head.weight.dtype))
+        return logits.float().argmax(-1)
+
+    def _step(self) -> None:
+        """self.tokens -> next greedy tokens, written back into self.tokens (graph-capturable)."""
+        hidden = self.model.backbone.embeddings(self.tokens)
+        for i, layer in enumerate(self.layers):
+            residual = hidden
+            h = layer.norm(hidden.to(layer.norm.weight.dtype))
+            if self.residual_in_fp32:
+                residual = residual.float()
+            hidden = residual + self._mixer_step(i, layer.mixer, h)
+        self.tokens.copy_(self._head(hidden))
+
+    def _mixer_step(self, i: int, m, h: torch.Tensor) -> torch.Tensor:
+        x, z = m.in_proj(h).chunk(2, dim=-1)  # (b, d_inner)
+        w = m.conv1d.weight.squeeze(1)
+        if self.kernels is not None:
+            conv_update, state_update = self.kernels
+            x = conv_update(x, self.conv_state[i], w, m.conv1d.bias, "silu")
+        else:
+            x = _conv_update_torch(x, self.conv_state[i], w, m.conv1d.bias)
+        dt, B, C = m.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = dt @ m.dt_proj.weight.t()
+        if self.kernels is not None:
+            y = state_update(self.ssm_state[i], x, dt, self.A[i], B, C, m.D, z=z, dt_bias=m.dt_proj.bias, dt_softplus=True)
+        else:
+            y = _state_update_torch(self.ssm_state[i], x, dt, self.A[i], B, C, m.D, z, m.dt_proj.bias)
+        return m.out_proj(y)
+
+    def _capture(self) -> None:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        saved = (self.tokens.clone(), self.conv_state.clone(), self.ssm_state.clone())
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm up allocator and Triton autotuning outside the graph
+                self._step()
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._step()
+        for dst, src in zip((self.tokens, self.conv_state, self.ssm_state), saved):
+            dst.copy_(src)  # warm-up and capture advanced the state: restore it
+
+    @torch.no_grad()
+    def step(self) -> torch.Tensor:
+        """Advance every sequence by one token; returns the new tokens (b,) (a view: copy to keep)."""
+        if self.use_graph:
+            if self.graph is None:
+                self._capture()
+            self.graph.replay()
+        else:
+            self._step()
+        return self.tokens
+
+    @torch.no_grad()
+    def generate(self, inputs_embeds: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """Exactly ``max_new_tokens`` greedy tokens (EOS not special): (b, max_new_tokens)."""
+        out = torch.empty(self.batch_size, max_new_tokens, dtype=torch.long, device=self.device)
+        out[:, 0] = self.prefill(inputs_embeds)
+        for t in range(1, max_new_tokens):
+            out[:, t] = self.step()
+        return out

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The GPU measurements of experiments/benchmarks/, one step per device call (each fits 10 minutes).
+#   bash scripts/device_bench.sh STEP...    from the repository root on the device, $OUT set
+# Steps:
+#   check          GPU tests: kernel vs PyTorch SSM parity, the CUDA-graph Mamba decoder
+#   gen-mamba      mmssm-bench for the Mamba VLMs (Cobra-, MambaVLM-shaped)
+#   gen-hf         mmssm-bench for the Transformer VLMs (Pythia-2.8B, Phi-2 TinyLLaVA)
+#   train-N        Cobra-recipe training throughput on N GPUs (FSDP)
+#   resume         2-GPU sharded checkpoint save, then resume from it
+# Carry: .whl (hydra-core, omegaconf, antlr4, mambapy wheels) and .kern (prebuilt kernels).
+set -uo pipefail
+source scripts/device_setup.sh
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
+dev=$(python3 -c "import torch; print(torch.cuda.get_device_name().split()[-1].lower())")
+for step in "$@"; do
+  echo "=== $step"
+  case $step in
+    check)
+      python3 -m pytest -q -p no:cacheprovider tests/test_ssm.py tests/test_mamba_decode.py 2>&1 | tail -5 ;;
+    gen-mamba)
+      python3 -m mmssm_lightning.bench.cli "run=[cobra,mambavlm]" output=$OUT/generation_mamba_$dev.json \
+        hydra.run.dir=/tmp/bench 2>&1 | grep -v "^\[transformers" | tail -8 ;;
+    gen-hf)
+      python3 -m mmssm_lightning.bench.cli "run=[pythia_vl,tinyllava]" output=$OUT/generation_hf_$dev.json \
+        hydra.run.dir=/tmp/bench 2>&1 | grep -v "^\[transformers" | tail -8 ;;
+    train-*)
+      n=${step#train-}
+      python3 -m mmssm_lightning.train experiment=benchmarks/cobra_throughput trainer.devices=$n \
+        trainer.max_steps=$((3 * n)) callbacks.throughput.output=$OUT/throughput_${n}x$dev.json \
+        hydra.run.dir=/tmp/train_$n 2>&1 | grep -E "throughput:|Error|error|Traceback" | tail -8 ;;
+    resume)
+      common="experiment=benchmarks/cobra_throughput trainer.devices=2 data.global_batch_size=32 \
+        callbacks.throughput.warmup_batches=1 callbacks.checkpoint={_target_:lightning.pytorch.callbacks.ModelCheckpoint,dirpath:/tmp/resume/ckpt,every_n_train_steps:2,save_top_k:-1,save_last:true}"
+      python3 -m mmssm_lightning.train $common trainer.max_steps=2 hydra.run.dir=/tmp/resume/a \
+        callbacks.throughput.output=/tmp/resume/a.json > /tmp/resume_a.log 2>&1; grep -E "Error|Traceback" /tmp/resume_a.log | tail -3
+      python3 -m mmssm_lightning.train $common trainer.max_steps=4 ckpt_path=/tmp/resume/ckpt/last.ckpt \
+        hydra.run.dir=/tmp/resume/b callbacks.throughput.output=/tmp/resume/b.json > /tmp/resume_b.log 2>&1
+      grep -E "Error|Traceback" /tmp/resume_b.log | tail -3
+      python3 scripts/check_resume.py /tmp/resume/ckpt /tmp/resume_b.log $OUT/resume_2x$dev.json ;;
+  esac
+done
