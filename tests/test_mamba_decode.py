@@ -5,6 +5,10 @@ import torch
 from transformers import MambaConfig, MambaForCausalLM
 
 from mmssm_lightning.models.mamba_decode import MambaDecoder
+from mmssm_lightning.models.ssm import kernels
+
+# Where mamba_ssm is installed, HF's Mamba runs its kernels, which need the GPU.
+DEVICE = "cuda" if kernels() is not None and torch.cuda.is_available() else "cpu"
 
 
 def _greedy_by_full_recompute(model, embeds, n):
@@ -21,11 +25,11 @@ def test_decoder_matches_full_recompute_greedy(residual_in_fp32):
     torch.manual_seed(0)
     cfg = MambaConfig(hidden_size=32, num_hidden_layers=3, state_size=8, expand=2, conv_kernel=4, vocab_size=97,
                       residual_in_fp32=residual_in_fp32, use_mambapy=False)
-    model = MambaForCausalLM(cfg).eval()
-    embeds = torch.randn(3, 11, 32)  # e.g. image tokens + prompt, as a VLM hands them over
+    model = MambaForCausalLM(cfg).eval().to(DEVICE)
+    embeds = torch.randn(3, 11, 32, device=DEVICE)  # e.g. image tokens + prompt, as a VLM hands them over
     with torch.no_grad():
         want = _greedy_by_full_recompute(model, embeds, 9)
-        dec = MambaDecoder(model, batch_size=3, backend="torch")
+        dec = MambaDecoder(model, batch_size=3, cuda_graph=False, backend="torch")
         got = dec.generate(embeds, 9)
         assert torch.equal(got, want)
         # the state is reset by every prefill: a second generation gives the same tokens
@@ -38,7 +42,7 @@ def test_decoder_prefill_state_equals_stepping_the_prompt():
     """Prefill's conv window and SSM state equal those reached by feeding the prompt step by step."""
     torch.manual_seed(1)
     model = MambaForCausalLM(MambaConfig(hidden_size=16, num_hidden_layers=2, state_size=4, vocab_size=50)).eval()
-    ids = torch.randint(0, 50, (2, 7))
+    ids = torch.randint(0, 50, (2, 7))  # the decoder's own paths only: no HF forward, CPU everywhere
     a = MambaDecoder(model, 2, backend="torch")
     a.prefill(model.get_input_embeddings()(ids))
     b = MambaDecoder(model, 2, backend="torch")

@@ -138,6 +138,15 @@ class VLMModule(L.LightningModule):
         sched = LambdaLR(opt, lambda s: warmup_cosine(s, total, self.warmup_ratio, self.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # Under FSDP each rank holds a shard: the norm must be taken over all of them, which only
+        # the wrapped root module can do (Lightning's own clipping refuses FSDP).
+        model = self.trainer.strategy.model
+        if gradient_clip_val and hasattr(model, "clip_grad_norm_") and gradient_clip_algorithm in (None, "norm"):
+            model.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # A plain dict (never a DictConfig) so that the file loads with torch.load(weights_only=True).
         checkpoint["mmssm_config"] = self.run_config

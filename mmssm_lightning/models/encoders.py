@@ -74,7 +74,7 @@ class TimmEncoder(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """``pixels``: (B, 3, H, W) in [0, 1]; returns (B, num_tokens, embed_dim)."""
-        x = (pixels - self.mean) / self.std
+        x = ((pixels - self.mean) / self.std).to(self.model.patch_embed.proj.weight.dtype)  # bf16 towers too
         feats = self.model.forward_intermediates(
             x,
             indices=[self.layer_index],

@@ -9,9 +9,12 @@ the step (all layers, final norm, LM head and the argmax) as one graph removes t
 
 The prefill takes ``inputs_embeds``, so the image tokens of a VLM go in as they are; it runs the
 same kernels as training (``causal_conv1d_fn``, ``selective_scan_fn`` with the last state kept).
-The step uses ``causal_conv1d_update`` and ``selective_state_update``. Without the kernels both
-fall back to PyTorch, which is how the CPU tests check this against ``model.generate``.
-Numerics follow HF's ``MambaBlock``: residual stream in float32 when ``residual_in_fp32``.
+The step uses ``causal_conv1d_update``, ``selective_state_update`` and ``mamba_ssm``'s fused
+residual-add + RMSNorm (one kernel where HF's ``MambaRMSNorm`` and the residual take eight: at batch
+1 the step is as much kernel count as bytes). Without the kernels all three fall back to PyTorch,
+which is how the CPU tests check the decoder against the model's own forward. The residual stream
+is float32 when ``residual_in_fp32``, as in HF's ``MambaBlock``; the fused norm reads it unrounded
+(as ``mamba_ssm`` does) where HF rounds it to the weights' dtype first.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ from mmssm_lightning.models.ssm import causal_conv1d, selective_scan, use_kernel
 
 @lru_cache(maxsize=1)
 def _step_kernels() -> tuple | None:
+    """(conv update, SSM state update, fused residual-add + RMSNorm) from causal_conv1d / mamba_ssm."""
     try:
         from causal_conv1d import causal_conv1d_update
+        from mamba_ssm.ops.triton.layer_norm import layer_norm_fn
         from mamba_ssm.ops.triton.selective_state_update import selective_state_update
     except ImportError:
         return None
-    return causal_conv1d_update, selective_state_update
+    return causal_conv1d_update, selective_state_update, layer_norm_fn
 
 
 def _conv_update_torch(x, conv_state, weight, bias):
@@ -120,22 +125,32 @@ class MambaDecoder:
         logits = self.model.lm_head(h.to(self.model.lm_head.weight.dtype))
         return logits.float().argmax(-1)
 
+    def _add_norm(self, x: torch.Tensor, residual: torch.Tensor | None, norm, block: bool = True):
+        """residual + x (the residual stream), then RMSNorm of it: (normed, new residual)."""
+        if self.kernels is not None:
+            return self.kernels[2](x, norm.weight, None, residual=residual, prenorm=True,
+                                   residual_in_fp32=self.residual_in_fp32, eps=norm.variance_epsilon, is_rms_norm=True)
+        residual = x if residual is None else residual + x
+        if self.residual_in_fp32:
+            residual = residual.float()
+        # HF rounds a block's input to the weights' dtype before its norm, but not norm_f's input
+        return norm(residual.to(norm.weight.dtype) if block else residual), residual
+
     def _step(self) -> None:
         """self.tokens -> next greedy tokens, written back into self.tokens (graph-capturable)."""
-        hidden = self.model.backbone.embeddings(self.tokens)
+        hidden, residual = self.model.backbone.embeddings(self.tokens), None
         for i, layer in enumerate(self.layers):
-            residual = hidden
-            h = layer.norm(hidden.to(layer.norm.weight.dtype))
-            if self.residual_in_fp32:
-                residual = residual.float()
-            hidden = residual + self._mixer_step(i, layer.mixer, h)
-        self.tokens.copy_(self._head(hidden))
+            h, residual = self._add_norm(hidden, residual, layer.norm)
+            hidden = self._mixer_step(i, layer.mixer, h)
+        h, _ = self._add_norm(hidden, residual, self.model.backbone.norm_f, block=False)
+        logits = self.model.lm_head(h.to(self.model.lm_head.weight.dtype))
+        self.tokens.copy_(logits.float().argmax(-1))
 
     def _mixer_step(self, i: int, m, h: torch.Tensor) -> torch.Tensor:
         x, z = m.in_proj(h).chunk(2, dim=-1)  # (b, d_inner)
         w = m.conv1d.weight.squeeze(1)
         if self.kernels is not None:
-            conv_update, state_update = self.kernels
+            conv_update, state_update, _ = self.kernels
             x = conv_update(x, self.conv_state[i], w, m.conv1d.bias, "silu")
         else:
             x = _conv_update_torch(x, self.conv_state[i], w, m.conv1d.bias)
