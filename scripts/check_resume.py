@@ -1,8 +1,8 @@
-"""Check a 2-GPU FSDP sharded save + resume (scripts/device_bench.sh resume) and write a json.
+"""Check a 2-GPU FSDP sharded save + resume (scripts/device_bench.sh resume); accumulate a json.
 
-Run a trains 2 steps and saves sharded checkpoints (a folder per checkpoint: one shard per rank +
-Lightning's meta.pt); run b resumes from a's last.ckpt and trains to step 4.
-usage: check_resume.py CKPT_DIR RUN_B_LOG OUT_JSON
+  check_resume.py saved   CKPT_DIR OUT_JSON          after run a (2 steps, a sharded checkpoint at step 2)
+  check_resume.py resumed CKPT_DIR OUT_JSON LOG_B    after run b (resumed from it, to step 4)
+A sharded checkpoint is a folder: one .distcp shard per rank, .metadata, and Lightning's meta.pt.
 """
 
 import json
@@ -11,25 +11,25 @@ from pathlib import Path
 
 import torch
 
-ckpt_dir, log, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+phase, ckpt_dir, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+result = json.loads(out.read_text()) if out.exists() else {}
 
 
-def meta(path: Path) -> dict:
+def describe(path: Path) -> dict:
     m = torch.load(path / "meta.pt", map_location="cpu", weights_only=False)
-    return {"global_step": m.get("global_step"), "epoch": m.get("epoch"), "stage": m.get("stage"),
-            "has_run_config": "mmssm_config" in m}
+    files = sorted(f.name for f in path.iterdir())
+    return {"path": path.name, "files": files, "shards": sum(f.endswith(".distcp") for f in files),
+            "global_step": m.get("global_step"), "stage": m.get("stage"), "has_run_config": "mmssm_config" in m,
+            "GB": round(sum(f.stat().st_size for f in path.iterdir()) / 1e9, 2)}
 
 
-found = {p.name: sorted(f.name for f in p.iterdir()) for p in sorted(ckpt_dir.iterdir()) if p.is_dir()}
-step2 = next(p for p in ckpt_dir.iterdir() if p.name.endswith("step=2.ckpt"))
-result = {
-    "checkpoints": found,
-    "sharded": all(any(f.endswith(".distcp") for f in files) for files in found.values()),
-    "step2": meta(step2),
-    "last_after_resume": meta(ckpt_dir / "last.ckpt"),
-    "resumed_from_checkpoint": "Restored all states from the checkpoint" in log.read_text(),
-}
-result["ok"] = (result["sharded"] and result["resumed_from_checkpoint"] and result["step2"]["global_step"] == 2
-                and result["last_after_resume"]["global_step"] == 4)
+ckpts = sorted(p for p in ckpt_dir.iterdir() if p.is_dir())
+result[phase] = [describe(p) for p in ckpts]
+if phase == "resumed":
+    log = Path(sys.argv[4]).read_text()
+    result["resumed_from_checkpoint"] = "Restored all states from the checkpoint" in log
+    saved, resumed = result.get("saved", [{}])[0], result["resumed"][-1]
+    result["ok"] = bool(result["resumed_from_checkpoint"] and saved.get("global_step") == 2 and saved.get("shards") == 2
+                        and resumed["global_step"] == 4 and resumed["shards"] == 2)
 out.write_text(json.dumps(result, indent=2))
-print(json.dumps(result, indent=2))
+print(json.dumps(result)[:1500])

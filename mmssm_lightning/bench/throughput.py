@@ -152,3 +152,33 @@ class ThroughputMonitor(Callback):
         if self.output:
             Path(self.output).parent.mkdir(parents=True, exist_ok=True)
             Path(self.output).write_text(json.dumps(summary, indent=2))
+
+
+class ProfileWindow(Callback):
+    """Profile training micro-batches ``start`` .. ``start + count - 1`` with ``torch.profiler`` and
+    write the kernel table (sorted by device time) to ``output`` on rank 0: where a step's time goes.
+
+    Args:
+        start / count: which micro-batches. output: text file for the table. rows: table length.
+    """
+
+    def __init__(self, start: int = 5, count: int = 2, output: str = "profile.txt", rows: int = 40) -> None:
+        self.start, self.count, self.output, self.rows = start, count, output, rows
+        self.prof = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.start:
+            from torch.profiler import ProfilerActivity, profile
+
+            self.prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+            self.prof.__enter__()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.prof is not None and batch_idx == self.start + self.count - 1:
+            torch.cuda.synchronize()
+            self.prof.__exit__(None, None, None)
+            if trainer.global_rank == 0:
+                table = self.prof.key_averages().table(sort_by="self_device_time_total", row_limit=self.rows)
+                Path(self.output).parent.mkdir(parents=True, exist_ok=True)
+                Path(self.output).write_text(table)
+            self.prof = None
