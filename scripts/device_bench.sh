@@ -30,14 +30,15 @@ for step in "$@"; do
         hydra.run.dir=/tmp/train_$n 2>&1 | grep -E "throughput:|Error|error|Traceback" | tail -8 ;;
     resume)
       # Sharded save at step 2 (one checkpoint kept: ~37 GB for 2.8B + Adam), resume to step 4.
+      # (The checkpoint name holds '=': the override value is quoted for Hydra's grammar.)
       common="experiment=benchmarks/cobra_throughput trainer.devices=2 data.global_batch_size=32 \
         callbacks.throughput.warmup_batches=1 callbacks.checkpoint={_target_:lightning.pytorch.callbacks.ModelCheckpoint,dirpath:/tmp/resume,every_n_train_steps:2,save_top_k:1}"
       python3 -m mmssm_lightning.train $common trainer.max_steps=2 hydra.run.dir=/tmp/run_a \
-        callbacks.throughput.output=/tmp/run_a.json > /tmp/resume_a.log 2>&1; grep -E "Error|Traceback" /tmp/resume_a.log | tail -3
+        callbacks.throughput.output=/tmp/run_a.json > /tmp/resume_a.log 2>&1; grep -iE "error|Traceback|mismatched" /tmp/resume_a.log | tail -3
       python3 scripts/check_resume.py saved /tmp/resume $OUT/resume_2x$dev.json
-      python3 -m mmssm_lightning.train $common trainer.max_steps=4 ckpt_path="$(ls -d /tmp/resume/*step=2.ckpt)" \
+      python3 -m mmssm_lightning.train $common trainer.max_steps=4 "ckpt_path='$(ls -d /tmp/resume/*step=2.ckpt)'" \
         hydra.run.dir=/tmp/run_b callbacks.throughput.output=/tmp/run_b.json > /tmp/resume_b.log 2>&1
-      grep -E "Error|Traceback" /tmp/resume_b.log | tail -3
+      grep -iE "error|Traceback|mismatched|Restored" /tmp/resume_b.log | tail -3
       python3 scripts/check_resume.py resumed /tmp/resume $OUT/resume_2x$dev.json /tmp/resume_b.log ;;
   esac
 done
