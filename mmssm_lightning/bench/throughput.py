@@ -14,6 +14,7 @@ which is what makes this *model* FLOPs utilisation:
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -128,6 +129,8 @@ class ThroughputMonitor(Callback):
         total = sum(self.times)
         world = trainer.world_size
         return {
+            "command": " ".join(["mmssm-train", *sys.argv[1:]]),
+            "versions": {m: getattr(__import__(m), "__version__", None) for m in ("torch", "lightning", "transformers")},
             "devices": world,
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
             "strategy": type(trainer.strategy).__name__,
