@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from mmssm_lightning.eval.metrics import TaskAccuracy, box_iou, parse_box
+from mmssm_lightning.eval.metrics import TaskAccuracy
+from mmssm_lightning.eval.parsing import box_iou, first_box
 from mmssm_lightning.lit.module import warmup_cosine
 from mmssm_lightning.models.loss import causal_lm_loss
 
@@ -57,6 +58,6 @@ def test_task_accuracy_hand_checked():
 
 
 def test_box_parsing_and_iou():
-    assert parse_box("the box is [0.12, 0.30, 0.41, 0.62].") == (0.12, 0.30, 0.41, 0.62)
-    assert parse_box("no box") is None
+    assert first_box("the box is [0.12, 0.30, 0.41, 0.62].") == (0.12, 0.30, 0.41, 0.62)
+    assert first_box("no box") is None
     assert box_iou((0, 0, 2, 2), (1, 1, 3, 3)) == pytest.approx(1 / 7)

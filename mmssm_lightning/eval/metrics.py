@@ -1,48 +1,408 @@
-"""Per-task answer accuracy as a torchmetrics ``Metric`` (tensor states, summed across ranks).
+"""Benchmark metrics as torchmetrics ``Metric`` s with tensor states, so ``compute()`` after a
+multi-GPU evaluation sees every rank's samples (counts are summed; per-sample records are
+concatenated). Text never travels between ranks: captions go as 63-bit token hashes, which is
+all n-gram matching needs.
 
-Text answers are compared after light normalisation (case, surrounding whitespace and final
-punctuation); grounding tasks count a hit when the first box parsed from the prediction has
-IoU >= ``iou_threshold`` with the reference box (Acc@0.5 of RefCOCO-style evaluation).
+Every metric takes ``update(preds, samples)``: the generated (or likelihood-chosen) answers and the
+:class:`~mmssm_lightning.eval.sample.EvalSample` s they answer; each reads the fields it needs.
+``compute()`` returns a flat ``{name: float tensor}``. The rules come from the official scorers
+(:mod:`~mmssm_lightning.eval.normalize`, :mod:`~mmssm_lightning.eval.parsing`,
+:mod:`~mmssm_lightning.eval.captions`), tested against their outputs in ``shared/eval_fixtures``.
+
+:class:`TaskAccuracy` is the training-time metric of the synthetic tasks (exact answer, or box IoU).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
+import hashlib
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 from torchmetrics import Metric
 
-_NUM = re.compile(r"-?\d+(?:\.\d+)?")
+from mmssm_lightning.eval.captions import bleu, cider_d
+from mmssm_lightning.eval.normalize import clean_whitespace, evalai_process, ptb_tokenize, vqa_process
+from mmssm_lightning.eval.parsing import (
+    box_iou,
+    box_lenient,
+    box_strict,
+    can_infer,
+    first_box,
+    pope_official,
+    sqa_lmms_correct,
+    sqa_llava,
+    tally_int,
+)
+from mmssm_lightning.eval.sample import EvalSample
 
 
 def normalize_answer(text: str) -> str:
     return text.strip().lower().rstrip(".!?").strip()
 
 
-def parse_box(text: str) -> tuple[float, float, float, float] | None:
-    """First four numbers in ``text`` as (x0, y0, x1, y1), or None."""
-    nums = _NUM.findall(text)
-    if len(nums) < 4:
-        return None
-    x0, y0, x1, y1 = (float(v) for v in nums[:4])
-    return x0, y0, x1, y1
+class _GroupedMean(Metric):
+    """Mean of per-sample scores, overall and per group (groups fixed at construction so that every
+    rank's state has one shape; a sample of another group counts in the overall mean only)."""
+
+    full_state_update = False
+
+    def __init__(self, groups: Sequence[str] | None = None) -> None:
+        super().__init__()
+        self.groups = list(groups or [])
+        self.add_state("sums", default=torch.zeros(len(self.groups) + 1, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("counts", default=torch.zeros(len(self.groups) + 1, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def _add(self, value: float, group: str | None) -> None:
+        self.sums[-1] += value
+        self.counts[-1] += 1
+        if group in self.groups:
+            i = self.groups.index(group)
+            self.sums[i] += value
+            self.counts[i] += 1
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        mean = self.sums / self.counts.clamp(min=1)
+        out = {"accuracy": mean[-1]}
+        out.update({f"accuracy/{g}": mean[i] for i, g in enumerate(self.groups) if self.counts[i] > 0})
+        return out
 
 
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = max(0.0, a[2] - a[0]) * max(0.0, a[3] - a[1]) + max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+VQANormalization = Literal["official", "evalai", "m4c", "vlmevalkit"]
+
+
+def vqa_accuracy(pred: str, answers: Sequence[str], normalization: VQANormalization = "evalai") -> float:
+    """VQA accuracy: mean over the ground-truth answers of min(1, matches among the others / 3).
+
+    * ``official`` — ``vqaEval.py`` as released: whitespace-cleaned prediction; both sides
+      processed only when the annotators disagree.
+    * ``evalai`` — the prediction through EvalAI's answer processor first (the test server), then ``official``.
+    * ``m4c`` — EvalAI's processor on prediction and every answer (TextVQA's m4c evaluator, lmms-eval).
+    * ``vlmevalkit`` — ``vqaEval`` processing, period regex fixed, always on both sides.
+    """
+    if normalization not in ("official", "evalai", "m4c", "vlmevalkit"):
+        raise ValueError(f"VQA normalization must be official | evalai | m4c | vlmevalkit, got {normalization!r}")
+    gts = list(answers)
+    if normalization == "m4c":
+        pred, gts = evalai_process(pred), [evalai_process(a) for a in gts]
+    elif normalization == "vlmevalkit":
+        pred = vqa_process(clean_whitespace(pred), fixed_period=True)
+        gts = [vqa_process(clean_whitespace(a), fixed_period=True) for a in gts]
+    else:
+        pred = clean_whitespace(evalai_process(pred) if normalization == "evalai" else pred)
+        if len(set(gts)) > 1:
+            gts = [vqa_process(a) for a in gts]
+            pred = vqa_process(pred)
+    accs = [min(1.0, sum(a == pred for j, a in enumerate(gts) if j != i) / 3) for i in range(len(gts))]
+    return sum(accs) / len(accs) if accs else 0.0
+
+
+class VQAAccuracy(_GroupedMean):
+    """VQAv2 / VizWiz / TextVQA accuracy (``samples[i].answers``: the 10 annotator answers),
+    per ``category`` (answer type) too."""
+
+    def __init__(self, normalization: VQANormalization = "evalai", groups: Sequence[str] | None = None) -> None:
+        super().__init__(groups)
+        vqa_accuracy("", ["x"], normalization)  # validate the option now
+        self.normalization = normalization
+
+    def update(self, preds: Sequence[str], samples: Sequence[EvalSample]) -> None:
+        for p, s in zip(preds, samples):
+            self._add(vqa_accuracy(p, s.answers, self.normalization), s.category)
+
+
+ExactNormalization = Literal["none", "llava", "vqa"]
+
+
+def _exact_norm(text: str, mode: ExactNormalization) -> str:
+    if mode == "none":
+        return text.strip()
+    if mode == "llava":  # LLaVA's GQA conversion: lower case, no final period
+        return text.strip().rstrip(".").lower()
+    if mode == "vqa":
+        return evalai_process(text)
+    raise ValueError(f"exact-match normalization must be none | llava | vqa, got {mode!r}")
+
+
+class ExactMatch(_GroupedMean):
+    """Exact match with the single reference answer (GQA testdev-balanced: ``answers[0]``)."""
+
+    def __init__(self, normalization: ExactNormalization = "llava", groups: Sequence[str] | None = None) -> None:
+        super().__init__(groups)
+        _exact_norm("", normalization)
+        self.normalization = normalization
+
+    def update(self, preds: Sequence[str], samples: Sequence[EvalSample]) -> None:
+        for p, s in zip(preds, samples):
+            self._add(float(_exact_norm(p, self.normalization) == _exact_norm(s.answers[0], self.normalization)), s.category)
+
+
+class LabelAccuracy(_GroupedMean):
+    """Accuracy of ``parser(pred) == sample.label`` (VSR true/false, yes/no tasks)."""
+
+    def __init__(self, parser: Callable[[str], str], groups: Sequence[str] | None = None) -> None:
+        super().__init__(groups)
+        self.parser = parser
+
+    def update(self, preds: Sequence[str], samples: Sequence[EvalSample]) -> None:
+        for p, s in zip(preds, samples):
+            self._add(float(self.parser(p) == s.label), s.category)
+
+
+class POPEMetric(Metric):
+    """POPE (Li et al. 2023): accuracy, precision, recall, F1 and the ratio of "yes" predictions, per
+    split (``category``: random / popular / adversarial) and their mean. A prediction the parser
+    calls neither yes nor no counts as wrong and as not-yes."""
+
+    full_state_update = False
+    _FIELDS = ("tp", "fp", "tn", "fn", "yes", "n")
+
+    def __init__(self, parser: Callable[[str], str] = pope_official, splits: Sequence[str] = ("random", "popular", "adversarial")) -> None:
+        super().__init__()
+        self.parser = parser
+        self.splits = list(splits)
+        self.add_state("table", default=torch.zeros(len(self.splits) + 1, len(self._FIELDS), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, preds: Sequence[str], samples: Sequence[EvalSample]) -> None:
+        for p, s in zip(preds, samples):
+            pred, label = self.parser(p), s.label
+            row = torch.zeros(len(self._FIELDS), dtype=torch.float64)
+            if pred == "yes":
+                row[0 if label == "yes" else 1] = 1
+                row[4] = 1
+            elif pred == "no":
+                row[2 if label == "no" else 3] = 1
+            elif label == "yes":
+                row[3] = 1  # unparseable on a positive: a miss
+            row[5] = 1
+            self.table[-1] += row
+            if s.category in self.splits:
+                self.table[self.splits.index(s.category)] += row
+
+    @staticmethod
+    def scores(tp, fp, tn, fn, yes, n) -> dict[str, torch.Tensor]:
+        precision = tp / (tp + fp) if tp + fp > 0 else tp * 0
+        recall = tp / (tp + fn) if tp + fn > 0 else tp * 0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else tp * 0
+        return {"accuracy": (tp + tn) / n, "precision": precision, "recall": recall, "f1": f1, "yes_ratio": yes / n}
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        out = {}
+        per_split = []
+        for i, split in enumerate(self.splits):
+            if self.table[i, 5] > 0:
+                sc = self.scores(*self.table[i])
+                per_split.append(sc)
+                out.update({f"{k}/{split}": v for k, v in sc.items()})
+        if per_split:  # the papers report the mean over the three splits
+            out.update({k: torch.stack([sc[k] for sc in per_split]).mean() for k in per_split[0]})
+        else:
+            out.update(self.scores(*self.table[-1]))
+        return out
+
+
+def _hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") & (2**63 - 1)
+
+
+MME_PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR")
+MME_COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
+
+
+class MMEScore(Metric):
+    """MME (Fu et al. 2023), ``calculation.py``: per subtask accuracy (% of questions) and acc+ (% of
+    images with both questions right), score = acc + acc+; perception = sum over its 10 subtasks,
+    cognition over its 4. ``category`` = subtask, ``group`` = image, ``label`` = yes / no."""
+
+    full_state_update = False
+
+    def __init__(self, parser: Callable[[str], str], subtasks: Sequence[str] = MME_PERCEPTION + MME_COGNITION) -> None:
+        super().__init__()
+        self.parser = parser
+        self.subtasks = list(subtasks)
+        for name in ("subtask", "image", "correct"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: Sequence[str], samples: Sequence[EvalSample]) -> None:
+        for p, s in zip(preds, samples):
+            if s.category not in self.subtasks:
+                raise ValueError(f"MME subtask {s.category!r} is not one of {self.subtasks}")
+            self.subtask.append(torch.tensor([self.subtasks.index(s.category)]))
+            self.image.append(torch.tensor([_hash(f"{s.category}/{s.group}")]))
+            self.correct.append(torch.tensor([float(self.parser(p) == s.label)], dtype=torch.float64))
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        if len(self.subtask) == 0:
+            return {}
+        cat = lambda x: x if isinstance(x, torch.Tensor) else torch.cat(x)  # noqa: E731
+        sub, img, cor = cat(self.subtask), cat(self.image), cat(self.correct)
+        out: dict[str, torch.Tensor] = {}
+        for i, name in enumerate(self.subtasks):
+            m = sub == i
+            if not m.any():
+                continue
+            per_image = defaultdict(list)
+            for im, c in zip(img[m].tolist(), cor[m].tolist()):
+                per_image[im].append(c)
+            acc = 100 * cor[m].mean()
+            acc_plus = 100 * torch.tensor([float(all(v)) for v in per_image.values()], dtype=torch.float64).mean()
+            out[f"{name}/acc"], out[f"{name}/acc_plus"], out[name] = acc, acc_plus, acc + acc_plus
+        for total, names in (("perception", MME_PERCEPTION), ("cognition", MME_COGNITION)):
+            present = [out[n] for n in names if n in out]
+            if present:
+                out[total] = torch.stack(present).sum()
+        return out
+
+
+MCRule = Literal["llava_sqa", "lmms", "can_infer"]
+
+
+def choice_correct(pred: str, sample: EvalSample, rule: MCRule) -> bool:
+    if rule == "llava_sqa":
+        return sqa_llava(pred, tuple(sample.choices or "ABCDE")) == sample.label
+    if rule == "lmms":
+        return sqa_lmms_correct(pred, sample.label)
+    if rule == "can_infer":
+        return can_infer(pred, sample.choices or {}) == sample.label
+    raise ValueError(f"multiple-choice rule must be llava_sqa | lmms | can_infer, got {rule!r}")
+
+
+class MultipleChoiceAccuracy(_GroupedMean):
+    """Letter accuracy (ScienceQA-IMG, AI2D), the letter read from the answer by ``rule``."""
+
+    def __init__(self, rule: MCRule = "llava_sqa", groups: Sequence[str] | None = None) -> None:
+        super().__init__(groups)
+        self.rule = rule
+
+    def update(self, preds: Sequence[str], samples: Sequence[EvalSample]) -> None:
+        for p, s in zip(preds, samples):
+            self._add(float(choice_correct(p, s, self.rule)), s.category)
+
+
+class MMBenchCircular(Metric):
+    """MMBench CircularEval (Liu et al. 2023): a question counts only if it is answered right under
+    every rotation of its options (rows ``index + k * 1e6``). Also the plain accuracy over all rows
+    and over the unrotated rows."""
+
+    full_state_update = False
+
+    def __init__(self, rule: MCRule = "can_infer") -> None:
+        super().__init__()
+        self.rule = rule
+        for name in ("question", "rotation", "correct"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: Sequence[str], samples: Sequence[EvalSample]) -> None:
+        for p, s in zip(preds, samples):
+            self.question.append(torch.tensor([s.index % 1_000_000]))
+            self.rotation.append(torch.tensor([s.index // 1_000_000]))
+            self.correct.append(torch.tensor([float(choice_correct(p, s, self.rule))], dtype=torch.float64))
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        if len(self.question) == 0:
+            return {}
+        cat = lambda x: x if isinstance(x, torch.Tensor) else torch.cat(x)  # noqa: E731
+        q, r, c = cat(self.question), cat(self.rotation), cat(self.correct)
+        hits = defaultdict(lambda: True)
+        for qi, ci in zip(q.tolist(), c.tolist()):
+            hits[qi] = hits[qi] and ci == 1.0
+        return {
+            "circular_accuracy": torch.tensor([float(v) for v in hits.values()], dtype=torch.float64).mean(),
+            "vanilla_accuracy": c.mean(),
+            "vanilla_accuracy/rotation0": c[r == 0].mean(),
+        }
+
+
+class TallyQAAccuracy(_GroupedMean):
+    """TallyQA count accuracy, simple and complex (``category``), the count read by VLMEvalKit's
+    integer parse (``vlmevalkit``) or compared as VQA-normalised strings (``vqa``)."""
+
+    def __init__(self, parse: Literal["vlmevalkit", "vqa"] = "vlmevalkit", groups: Sequence[str] = ("simple", "complex")) -> None:
+        super().__init__(groups)
+        if parse not in ("vlmevalkit", "vqa"):
+            raise ValueError(f"TallyQA parse must be vlmevalkit | vqa, got {parse!r}")
+        self.parse = parse
+
+    def update(self, preds: Sequence[str], samples: Sequence[EvalSample]) -> None:
+        for p, s in zip(preds, samples):
+            if self.parse == "vlmevalkit":
+                ok = tally_int(p) == int(s.label)
+            else:
+                ok = evalai_process(p) == evalai_process(str(s.label))
+            self._add(float(ok), s.category)
+
+
+class BoxAccuracy(_GroupedMean):
+    """Referring-expression accuracy: IoU of the parsed box with ``sample.box`` (normalised x0 y0 x1 y1)
+    at least ``threshold`` (``inclusive``) or above it (Pythia-VL's > 0.5). ``parser``: ``strict``
+    (one well-formed normalised box) or ``lenient`` (lmms-eval: the first four numbers)."""
+
+    def __init__(self, parser: Literal["strict", "lenient"] = "lenient", threshold: float = 0.5, inclusive: bool = True,
+                 groups: Sequence[str] | None = None) -> None:
+        super().__init__(groups)
+        if parser not in ("strict", "lenient"):
+            raise ValueError(f"box parser must be strict | lenient, got {parser!r}")
+        self.parser, self.threshold, self.inclusive = parser, threshold, inclusive
+
+    def update(self, preds: Sequence[str], samples: Sequence[EvalSample]) -> None:
+        for p, s in zip(preds, samples):
+            box = box_strict(p) if self.parser == "strict" else box_lenient(p)
+            iou = box_iou(box, s.box) if box is not None else None
+            hit = iou is not None and (iou >= self.threshold if self.inclusive else iou > self.threshold)
+            self._add(float(hit), s.category)
+
+
+class CaptionScores(Metric):
+    """CIDEr-D and BLEU-1..4 over the evaluated corpus (``samples[i].answers``: the references),
+    PTB-tokenised as pycocoevalcap does unless ``tokenize`` is false."""
+
+    full_state_update = False
+
+    def __init__(self, tokenize: bool = True) -> None:
+        super().__init__()
+        self.tokenize = tokenize
+        for name in ("tokens", "lengths", "owners", "is_ref"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def _add_text(self, text: str, owner: int, is_ref: bool) -> None:
+        words = (ptb_tokenize(text) if self.tokenize else text).split()
+        self.tokens.append(torch.tensor([_hash(w) for w in words], dtype=torch.long))
+        self.lengths.append(torch.tensor([len(words)]))
+        self.owners.append(torch.tensor([owner]))
+        self.is_ref.append(torch.tensor([is_ref]))
+
+    def update(self, preds: Sequence[str], samples: Sequence[EvalSample]) -> None:
+        for p, s in zip(preds, samples):
+            owner = _hash(s.id)
+            self._add_text(p, owner, False)
+            for ref in s.answers:
+                self._add_text(ref, owner, True)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        if len(self.lengths) == 0:
+            return {}
+        cat = lambda x: x if isinstance(x, torch.Tensor) else torch.cat(x)  # noqa: E731
+        tokens, lengths, owners, is_ref = cat(self.tokens), cat(self.lengths), cat(self.owners), cat(self.is_ref)
+        gts: dict[str, list[str]] = defaultdict(list)
+        res: dict[str, list[str]] = {}
+        offsets = torch.cumsum(lengths, 0) - lengths
+        for start, n, owner, ref in zip(offsets.tolist(), lengths.tolist(), owners.tolist(), is_ref.tolist()):
+            text = " ".join(map(str, tokens[start : start + n].tolist()))
+            (gts[str(owner)].append(text) if ref else res.setdefault(str(owner), [text]))
+        cider, _ = cider_d(gts, res)
+        bleus, _ = bleu(gts, res)
+        f64 = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+        return {"CIDEr": f64(cider)} | {f"BLEU-{k + 1}": f64(b) for k, b in enumerate(bleus)}
 
 
 class TaskAccuracy(Metric):
-    """Accuracy per task name; ``compute()`` returns ``{task: acc}`` plus ``mean`` over tasks seen.
+    """Accuracy per task name of the synthetic training data; ``compute()`` returns ``{task: acc}``
+    plus ``mean`` over tasks seen.
 
     Args:
         tasks: every task name that may appear (fixed so that states have one shape on all ranks).
-        box_tasks: tasks scored by box IoU instead of text match.
+        box_tasks: tasks scored by box IoU (the first four numbers of the answer) instead of text match.
         iou_threshold: IoU needed for a box hit.
     """
 
@@ -58,8 +418,9 @@ class TaskAccuracy(Metric):
 
     def score(self, pred: str, target: str, task: str) -> bool:
         if task in self.box_tasks:
-            p, t = parse_box(pred), parse_box(target)
-            return p is not None and t is not None and box_iou(p, t) >= self.iou_threshold
+            p, t = first_box(pred), first_box(target)
+            iou = box_iou(p, t) if p is not None and t is not None else None
+            return iou is not None and iou >= self.iou_threshold
         return normalize_answer(pred) == normalize_answer(target)
 
     def update(self, preds: Sequence[str], targets: Sequence[str], tasks: Sequence[str]) -> None:

@@ -91,6 +91,11 @@ class CausalLM(nn.Module):
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False).logits
 
+    def last_logits(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, V) at the last position only (left-padded inputs): no (B, L, V) tensor."""
+        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False, logits_to_keep=1)
+        return out.logits[:, -1]
+
     @torch.no_grad()
     def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
         """Greedy decoding from left-padded embeddings; finished rows are padded after their EOS."""

@@ -140,3 +140,12 @@ class VisionLanguageModel(nn.Module):
         embeds, mask, _ = self.splice(input_ids, attention_mask, image_embeds, None, "left")
         out = self.llm.generate(embeds, mask, max_new_tokens)
         return self.tokenizer.batch_decode(out, skip_special_tokens=True)
+
+    @torch.no_grad()
+    def next_token_logprobs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Log-probabilities (B, V) of the token after each prompt (likelihood scoring of answers)."""
+        image_embeds = self.encode_images(pixel_values) if pixel_values is not None else None
+        embeds, mask, _ = self.splice(input_ids, attention_mask, image_embeds, None, "left")
+        return torch.log_softmax(self.llm.last_logits(embeds, mask).float(), dim=-1)

@@ -1,0 +1,1 @@
+"""Released checkpoints -> checkpoints of ours that ``mmssm-eval`` and ``init_from`` load."""
