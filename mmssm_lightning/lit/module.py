@@ -4,7 +4,6 @@ token- or sample-normalised loss, and generation-based accuracy on validation/te
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ from mmssm_lightning.eval.metrics import TaskAccuracy
 from mmssm_lightning.lit.stage import Stage
 from mmssm_lightning.models.loss import LossNormalization, causal_lm_loss
 from mmssm_lightning.models.vlm import VisionLanguageModel
+from mmssm_lightning.utils import checkpoint_state
 
 
 def warmup_cosine(step: int, total: int, warmup_ratio: float, min_lr_ratio: float) -> float:
@@ -30,16 +30,10 @@ def warmup_cosine(step: int, total: int, warmup_ratio: float, min_lr_ratio: floa
 def load_weights(module: L.LightningModule, ckpt_path: str) -> None:
     """Start from another run's weights, not its optimizer or step (``init_from``: the finetune
     stage of a two-stage recipe starts from the align stage's checkpoint)."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"init_from: {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True).get("state_dict")
-    if state is None:
-        raise ValueError(f"init_from: {path} holds no state_dict (not a Lightning checkpoint)")
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing, unexpected = module.load_state_dict(checkpoint_state(ckpt_path, "init_from"), strict=False)
     if missing or unexpected:
         raise ValueError(
-            f"init_from: {path} does not fit this model: {len(missing)} missing (e.g. {missing[:3]}), "
+            f"init_from: {ckpt_path} does not fit this model: {len(missing)} missing (e.g. {missing[:3]}), "
             f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}); the architectures differ"
         )
 

@@ -17,7 +17,6 @@ and ``pretrained_mamba`` copies ``backbone.layers.i.{norm,mixer}`` and ``backbon
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -28,6 +27,7 @@ from mmssm_lightning.models.layout import VisualLayout
 from mmssm_lightning.models.projectors.vss import VSSProjector
 from mmssm_lightning.models.scans import Scan
 from mmssm_lightning.models.ssm import Backend, MambaMixer
+from mmssm_lightning.utils import checkpoint_state
 
 Attention = Literal["local", "global"]
 
@@ -183,12 +183,8 @@ class QMambaProjector(nn.Module):
         """Initialise the connector from a VL-Mamba run of ours (its ``model.projector``)."""
         if self.connector is None:
             raise ValueError("projector.connector_ckpt is set but projector.connector is false")
-        path = Path(ckpt_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"projector.connector_ckpt: {path} does not exist")
-        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-        prefix = "model.projector."
-        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        path = ckpt_path
+        sub = checkpoint_state(ckpt_path, "projector.connector_ckpt", prefix="model.projector.")
         try:
             missing, unexpected = self.connector.load_state_dict(sub, strict=False)
         except RuntimeError as e:  # same names, other shapes
