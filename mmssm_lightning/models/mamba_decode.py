@@ -13,8 +13,8 @@ The step uses ``causal_conv1d_update``, ``selective_state_update`` and ``mamba_s
 residual-add + RMSNorm (one kernel where HF's ``MambaRMSNorm`` and the residual take eight: at batch
 1 the step is as much kernel count as bytes). Without the kernels all three fall back to PyTorch,
 which is how the CPU tests check the decoder against the model's own forward. The residual stream
-is float32 when ``residual_in_fp32``, as in HF's ``MambaBlock``; the fused norm reads it unrounded
-(as ``mamba_ssm`` does) where HF rounds it to the weights' dtype first.
+is float32 when ``residual_in_fp32``, as in HF's ``MambaBlock``; the fused norm (prefill and step
+alike) reads it unrounded (as ``mamba_ssm`` does) where HF rounds it to the weights' dtype first.
 """
 
 from __future__ import annotations
@@ -94,14 +94,7 @@ class MambaDecoder:
         """Run the prompt (b, L, D), fill the states; returns the first greedy token (b,)."""
         if inputs_embeds.shape[0] != self.batch_size:
             raise ValueError(f"MambaDecoder was built for batch {self.batch_size}, got {inputs_embeds.shape[0]}")
-        hidden = inputs_embeds.to(self.dtype)
-        for i, layer in enumerate(self.layers):
-            residual = hidden
-            h = layer.norm(hidden.to(layer.norm.weight.dtype))
-            if self.residual_in_fp32:
-                residual = residual.float()
-            hidden = residual + self._mixer_prefill(i, layer.mixer, h)
-        self.tokens.copy_(self._head(hidden[:, -1]))
+        self.tokens.copy_(self._forward(inputs_embeds.to(self.dtype), self._mixer_prefill))
         return self.tokens.clone()
 
     def _mixer_prefill(self, i: int, m, h: torch.Tensor) -> torch.Tensor:
@@ -119,12 +112,7 @@ class MambaDecoder:
         self.ssm_state[i].copy_(last)
         return m.out_proj(y.transpose(1, 2))
 
-    # -- one step ------------------------------------------------------------------------------
-    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
-        h = self.model.backbone.norm_f(hidden)
-        logits = self.model.lm_head(h.to(self.model.lm_head.weight.dtype))
-        return logits.float().argmax(-1)
-
+    # -- shared by prefill and step ---------------------------------------------------------------
     def _add_norm(self, x: torch.Tensor, residual: torch.Tensor | None, norm, block: bool = True):
         """residual + x (the residual stream), then RMSNorm of it: (normed, new residual)."""
         if self.kernels is not None:
@@ -136,15 +124,22 @@ class MambaDecoder:
         # HF rounds a block's input to the weights' dtype before its norm, but not norm_f's input
         return norm(residual.to(norm.weight.dtype) if block else residual), residual
 
-    def _step(self) -> None:
-        """self.tokens -> next greedy tokens, written back into self.tokens (graph-capturable)."""
-        hidden, residual = self.model.backbone.embeddings(self.tokens), None
+    def _forward(self, hidden: torch.Tensor, mixer) -> torch.Tensor:
+        """All blocks (``mixer(i, layer.mixer, normed)`` each), norm_f, LM head: greedy tokens of
+        the last position. ``hidden``: (b, L, D) for the prefill, (b, D) for a step."""
+        residual = None
         for i, layer in enumerate(self.layers):
             h, residual = self._add_norm(hidden, residual, layer.norm)
-            hidden = self._mixer_step(i, layer.mixer, h)
+            hidden = mixer(i, layer.mixer, h)
+        if hidden.dim() == 3:  # only the last position is decoded from
+            hidden, residual = hidden[:, -1].contiguous(), residual[:, -1].contiguous()
         h, _ = self._add_norm(hidden, residual, self.model.backbone.norm_f, block=False)
-        logits = self.model.lm_head(h.to(self.model.lm_head.weight.dtype))
-        self.tokens.copy_(logits.float().argmax(-1))
+        return self.model.lm_head(h.to(self.model.lm_head.weight.dtype)).float().argmax(-1)
+
+    # -- one step ------------------------------------------------------------------------------
+    def _step(self) -> None:
+        """self.tokens -> next greedy tokens, written back into self.tokens (graph-capturable)."""
+        self.tokens.copy_(self._forward(self.model.backbone.embeddings(self.tokens), self._mixer_step))
 
     def _mixer_step(self, i: int, m, h: torch.Tensor) -> torch.Tensor:
         x, z = m.in_proj(h).chunk(2, dim=-1)  # (b, d_inner)
