@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from mmssm_lightning.bench.generation import copy_bandwidth, describe, time_generation
-from mmssm_lightning.build import random_weights
+from mmssm_lightning.build import build_model, random_weights
 from mmssm_lightning.models.ssm import kernels
 from mmssm_lightning.models.vlm import VisionLanguageModel
 from mmssm_lightning.train import CONF_DIR
@@ -30,10 +30,9 @@ def _version(pkg: str) -> str | None:
 
 
 def build(node: DictConfig, device: torch.device, dtype: torch.dtype) -> VisionLanguageModel:
+    """``build_model`` on ``node`` (encoder / projector / llm), parameters made on ``device``."""
     with torch.device(device):
-        vision = instantiate(node.encoder, _convert_="all")
-        llm = instantiate(node.llm, _convert_="all")
-        model = VisionLanguageModel(vision, instantiate(node.projector, _convert_="all"), llm)
+        model = build_model(node)
     return model.to(dtype).eval()
 
 

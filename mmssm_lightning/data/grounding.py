@@ -18,6 +18,7 @@ metric reports accuracy per target position (the paper's Fig. 7).
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizerBase
@@ -39,19 +40,12 @@ def position_answers(tokenizer: PreTrainedTokenizerBase, n: int) -> list[str]:
     exactly themselves and whose normalised text no other vocabulary token shares (so a greedy
     one-token answer is right only if it is the very token). Lowest ids first: deterministic."""
     special = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
-    texts = {}
-    for i in range(len(tokenizer)):
-        if i in special:
-            continue
-        texts[i] = tokenizer.decode([i])
-    seen: dict[str, int] = {}
-    for text in texts.values():
-        key = normalize_answer(text)
-        seen[key] = seen.get(key, 0) + 1
+    texts = {i: tokenizer.decode([i]) for i in range(len(tokenizer)) if i not in special}
+    keys = {i: normalize_answer(t) for i, t in texts.items()}
+    shared = Counter(keys.values())
     chosen = []
     for i, text in texts.items():
-        key = normalize_answer(text)
-        if key and seen[key] == 1 and text.isprintable() and tokenizer(text, add_special_tokens=False)["input_ids"] == [i]:
+        if keys[i] and shared[keys[i]] == 1 and text.isprintable() and tokenizer(text, add_special_tokens=False)["input_ids"] == [i]:
             chosen.append(text)
             if len(chosen) == n:
                 return chosen

@@ -202,6 +202,11 @@ class POPEMetric(Metric):
         return out
 
 
+def _cat(state: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+    """A ``cat`` state: a list of tensors on one rank, one tensor after a cross-rank sync."""
+    return state if isinstance(state, torch.Tensor) else torch.cat(state)
+
+
 def _hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") & (2**63 - 1)
 
@@ -235,8 +240,7 @@ class MMEScore(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         if len(self.subtask) == 0:
             return {}
-        cat = lambda x: x if isinstance(x, torch.Tensor) else torch.cat(x)  # noqa: E731
-        sub, img, cor = cat(self.subtask), cat(self.image), cat(self.correct)
+        sub, img, cor = _cat(self.subtask), _cat(self.image), _cat(self.correct)
         out: dict[str, torch.Tensor] = {}
         for i, name in enumerate(self.subtasks):
             m = sub == i
@@ -302,8 +306,7 @@ class MMBenchCircular(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         if len(self.question) == 0:
             return {}
-        cat = lambda x: x if isinstance(x, torch.Tensor) else torch.cat(x)  # noqa: E731
-        q, r, c = cat(self.question), cat(self.rotation), cat(self.correct)
+        q, r, c = _cat(self.question), _cat(self.rotation), _cat(self.correct)
         hits = defaultdict(lambda: True)
         for qi, ci in zip(q.tolist(), c.tolist()):
             hits[qi] = hits[qi] and ci == 1.0
@@ -382,8 +385,7 @@ class CaptionScores(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         if len(self.lengths) == 0:
             return {}
-        cat = lambda x: x if isinstance(x, torch.Tensor) else torch.cat(x)  # noqa: E731
-        tokens, lengths, owners, is_ref = cat(self.tokens), cat(self.lengths), cat(self.owners), cat(self.is_ref)
+        tokens, lengths, owners, is_ref = _cat(self.tokens), _cat(self.lengths), _cat(self.owners), _cat(self.is_ref)
         gts: dict[str, list[str]] = defaultdict(list)
         res: dict[str, list[str]] = {}
         offsets = torch.cumsum(lengths, 0) - lengths
