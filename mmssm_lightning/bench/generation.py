@@ -87,10 +87,7 @@ class _MambaRun:
         self.decoder.prefill(embeds)
 
     def decode(self, n: int) -> torch.Tensor:
-        out = torch.empty(self.decoder.batch_size, n, dtype=torch.long, device=self.decoder.device)
-        for t in range(n):
-            out[:, t] = self.decoder.step()
-        return out
+        return self.decoder.decode(n)
 
 
 class _HFRun:

@@ -183,10 +183,15 @@ class MambaDecoder:
         return self.tokens
 
     @torch.no_grad()
-    def generate(self, inputs_embeds: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-        """Exactly ``max_new_tokens`` greedy tokens (EOS not special): (b, max_new_tokens)."""
-        out = torch.empty(self.batch_size, max_new_tokens, dtype=torch.long, device=self.device)
-        out[:, 0] = self.prefill(inputs_embeds)
-        for t in range(1, max_new_tokens):
+    def decode(self, n: int) -> torch.Tensor:
+        """The next ``n`` greedy tokens after a prefill (or earlier steps): (b, n)."""
+        out = torch.empty(self.batch_size, n, dtype=torch.long, device=self.device)
+        for t in range(n):
             out[:, t] = self.step()
         return out
+
+    @torch.no_grad()
+    def generate(self, inputs_embeds: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """Exactly ``max_new_tokens`` greedy tokens (EOS not special): (b, max_new_tokens)."""
+        first = self.prefill(inputs_embeds)
+        return torch.cat([first[:, None], self.decode(max_new_tokens - 1)], dim=1)
