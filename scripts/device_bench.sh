@@ -5,6 +5,7 @@
 #   check          GPU tests: kernel vs PyTorch SSM parity, the CUDA-graph Mamba decoder
 #   gen-mamba      mmssm-bench for the Mamba VLMs (Cobra-, MambaVLM-shaped)
 #   gen-hf         mmssm-bench for the Transformer VLMs (Pythia-2.8B, Phi-2 TinyLLaVA)
+#   profile        decode step: op-by-op vs fused Triton step (tile sweep), prefill split, kernel table
 #   train-N        Cobra-recipe training throughput on N GPUs (FSDP)
 #   resume         2-GPU sharded checkpoint save, then resume from it
 # Carry: .whl (hydra-core, omegaconf, antlr4, mambapy wheels) and .kern (prebuilt kernels).
@@ -23,6 +24,9 @@ for step in "$@"; do
     gen-hf)
       python3 -m mmssm_lightning.bench.cli "run=[pythia_vl,tinyllava]" output=$OUT/generation_hf_$dev.json \
         hydra.run.dir=/tmp/bench 2>&1 | grep -v "^\[transformers" | tail -8 ;;
+    profile)
+      python3 scripts/profile_decode.py $OUT/decode_step_$dev.json $OUT/decode_profile_$dev.txt 2>&1 \
+        | grep -v "^\[transformers" | tail -30 ;;
     train-*)
       n=${step#train-}
       python3 -m mmssm_lightning.train experiment=benchmarks/cobra_throughput trainer.devices=$n \

@@ -1,16 +1,28 @@
-"""Where a Mamba decode step's time goes: kernel table of un-graphed steps, and graph vs no graph.
-usage: python3 scripts/profile_decode.py OUT_TXT   (GPU; builds the Cobra-shaped model of conf/bench.yaml)"""
+"""Where a Mamba-2.8B VLM's generation time goes, and the fused step's tile sweep (GPU).
+usage: python3 scripts/profile_decode.py OUT_JSON [OUT_TXT]   (the Cobra-shaped model of conf/bench.yaml)
 
+* the layer's four GEMVs at batch 1 (F.linear vs torch.mv);
+* ms per decode step, CUDA graph, op-by-op vs fused step at several tiles, x gemv, batch 1 and 8;
+* the prefill split into image encoding + splice and the LLM's prompt pass, eager and graphed;
+* kernel tables of both steps (10 un-graphed steps each) into OUT_TXT.
+"""
+
+import json
+import statistics
 import sys
 
 import mmssm_lightning  # noqa: F401
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from torch.profiler import ProfilerActivity, profile
 
 from mmssm_lightning.bench.cli import build
+from mmssm_lightning.bench.generation import _timed, copy_bandwidth, llm_weight_bytes, prompt_inputs
 from mmssm_lightning.build import random_weights
+from mmssm_lightning.models.cuda_graph import CudaGraphed
 from mmssm_lightning.models.mamba_decode import MambaDecoder
+from mmssm_lightning.models.mamba_step_kernels import FusedMixerStep
 from mmssm_lightning.train import CONF_DIR
 
 with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
@@ -18,29 +30,108 @@ with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
 node = cfg.models.cobra
 random_weights(node)
 node.llm.dtype = "bfloat16"
-model = build(node, torch.device("cuda"), torch.bfloat16)
+dev = torch.device("cuda")
+model = build(node, dev, torch.bfloat16)
 lm = model.llm.model
-embeds = torch.randn(1, 760, 2560, device="cuda", dtype=torch.bfloat16)
-lines = []
-for graph in (False, True):
-    dec = MambaDecoder(lm, 1, cuda_graph=graph)
+embeds = torch.randn(1, 760, lm.config.hidden_size, device=dev, dtype=torch.bfloat16)
+bw = copy_bandwidth(dev)
+result = {"device": torch.cuda.get_device_name(), "copy_bandwidth_Bps": bw, "llm_weight_bytes": llm_weight_bytes(model),
+          "roofline_ms_per_step": 1e3 * llm_weight_bytes(model) / bw, "steps": []}
+
+
+def ms_per_step(dec: MambaDecoder, n: int = 200) -> float:
     dec.prefill(embeds)
     for _ in range(5):
         dec.step()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(100):
+    times = [_timed(lambda: [dec.step() for _ in range(n)], dev) / n * 1e3 for _ in range(3)]
+    return statistics.median(times)
+
+
+# the four GEMVs of a layer at batch 1, over all 64 layers' weights (as a step reads them), one graph
+layers = lm.backbone.layers
+for proj in ("in_proj", "x_proj", "dt_proj", "out_proj"):
+    ws = [getattr(layer.mixer, proj).weight for layer in layers]
+    xs = [torch.randn(1, w.shape[1], device=dev, dtype=w.dtype) for w in ws]
+    row = {"gemv": proj, "shape": list(ws[0].shape), "MB_per_layer": ws[0].numel() * ws[0].element_size() / 1e6}
+    for how, fn in (("linear", lambda w, x: torch.nn.functional.linear(x, w)), ("mv", lambda w, x: torch.mv(w, x[0]))):
+        for w, x in zip(ws, xs):
+            fn(w, x)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            for w, x in zip(ws, xs):
+                fn(w, x)
+        g.replay()
+        us = statistics.median(_timed(g.replay, dev) for _ in range(5)) / len(ws) * 1e6
+        row[f"{how}_us"] = us
+        row[f"{how}_TBps"] = row["MB_per_layer"] / us
+    result.setdefault("gemv", []).append(row)
+    print(json.dumps(row), flush=True)
+
+variants = [("ops", "linear", None), ("ops", "mv", None)] + [
+    ("fused", g, dict(block_n=bn, block_d=bd)) for g in ("linear", "mv") for bn, bd in [(64, 32), (32, 32), (64, 64), (128, 32)]
+]
+for name, gemv, tiles in variants:
+    dec = MambaDecoder(lm, 1, cuda_graph=True, fused_step=tiles is not None, gemv=gemv)
+    if tiles is not None:
+        dec.fused = FusedMixerStep(lm, 1, dec.conv_state, dec.ssm_state, linear=dec._linear, **tiles)
+    try:
+        ms = ms_per_step(dec)
+    except Exception as e:  # a tile Triton cannot compile: recorded, not fatal
+        ms = None
+        tiles = {**(tiles or {}), "error": repr(e)[:300]}
+    row = {"step": name, "gemv": gemv, "tiles": tiles, "ms_per_step": ms, "tokens_per_s": 1e3 / ms if ms else None}
+    result["steps"].append(row)
+    print(json.dumps(row), flush=True)
+    del dec
+    torch.cuda.empty_cache()
+
+# batched: the default fused step at batch 8 vs ops
+for fused in (False, None):
+    dec = MambaDecoder(lm, 8, cuda_graph=True, fused_step=fused)
+    e8 = embeds.repeat(8, 1, 1)
+    dec.prefill(e8)
+    for _ in range(5):
         dec.step()
-    end.record()
-    end.synchronize()
-    lines.append(f"cuda_graph={graph}: {start.elapsed_time(end) / 100:.3f} ms per step")
-    if not graph:
+    ms = _timed(lambda: [dec.step() for _ in range(100)], dev) / 100 * 1e3
+    row = {"step": "fused" if dec.fused else "ops", "batch": 8, "ms_per_step": ms}
+    result["steps"].append(row)
+    print(json.dumps(row), flush=True)
+    del dec
+
+# prefill: vision + splice vs the LLM's pass over the prompt, eager and graphed
+ids, mask, pixels = prompt_inputs(model, instantiate(cfg.prompt), 1, dev)
+tables = []
+with torch.no_grad():
+    spliced = model.splice(ids, mask, model.encode_images(pixels), None, "left")[0]
+    for graphed in (False, True):
+        encode = CudaGraphed(model.encode_images) if graphed else model.encode_images
+        dec = MambaDecoder(lm, 1, cuda_graph=True, graph_prefill=graphed)
+
+        def enc():
+            return model.splice(ids, mask, encode(pixels), None, "left")[0]
+
+        for _ in range(2):
+            enc(), dec.prefill(spliced)
+        row = {
+            "graphed": graphed,
+            "prompt_tokens": spliced.shape[1],
+            "encode_splice_ms": statistics.median(_timed(enc, dev) * 1e3 for _ in range(5)),
+            "llm_prefill_ms": statistics.median(_timed(lambda: dec.prefill(spliced), dev) * 1e3 for _ in range(5)),
+        }
+        result.setdefault("prefill", []).append(row)
+        print(json.dumps(row), flush=True)
+    for fused in (False, True):
+        dec = MambaDecoder(lm, 1, cuda_graph=False, fused_step=fused)
+        dec.prefill(spliced)
+        dec.step()
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(10):
                 dec.step()
             torch.cuda.synchronize()
-        lines.append(prof.key_averages().table(sort_by="self_device_time_total", row_limit=25))
-text = "\n".join(lines)
-open(sys.argv[1], "w").write(text)
-print("\n".join(lines[:1] + lines[-1:]))
+        tables.append(f"10 un-graphed steps, fused_step={fused}\n"
+                      + prof.key_averages().table(sort_by="self_device_time_total", row_limit=16))
+table = "\n\n".join(tables)
+json.dump(result, open(sys.argv[1], "w"), indent=2)
+if len(sys.argv) > 2:
+    open(sys.argv[2], "w").write(table)
+print(table[:6000])

@@ -38,6 +38,17 @@ def test_decoder_matches_full_recompute_greedy(residual_in_fp32):
         dec.prefill(embeds[:2])
 
 
+def test_decoder_gemv_mv_at_batch_1():
+    torch.manual_seed(4)
+    model = _tiny_mamba().to(DEVICE)
+    embeds = torch.randn(1, 6, 32, device=DEVICE)
+    with torch.no_grad():
+        want = _greedy_by_full_recompute(model, embeds, 6)
+        assert torch.equal(MambaDecoder(model, 1, cuda_graph=False, backend="torch", gemv="mv").generate(embeds, 6), want)
+    with pytest.raises(ValueError, match="gemv"):
+        MambaDecoder(model, 1, gemv="gemm")
+
+
 def test_decoder_prefill_state_equals_stepping_the_prompt():
     """Prefill's conv window and SSM state equal those reached by feeding the prompt step by step."""
     torch.manual_seed(1)
@@ -56,7 +67,8 @@ def test_decoder_prefill_state_equals_stepping_the_prompt():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_decoder_on_gpu_kernels_and_cuda_graph_match_full_recompute():
+@pytest.mark.parametrize("fused_step", [None, False])
+def test_decoder_on_gpu_kernels_and_cuda_graph_match_full_recompute(fused_step):
     from mmssm_lightning.models.mamba_decode import _step_kernels
 
     torch.manual_seed(0)
@@ -65,8 +77,90 @@ def test_decoder_on_gpu_kernels_and_cuda_graph_match_full_recompute():
     embeds = torch.randn(2, 40, 256, device="cuda")
     with torch.no_grad():
         want = _greedy_by_full_recompute(model, embeds, 12)
-        dec = MambaDecoder(model, batch_size=2, cuda_graph=True)
+        dec = MambaDecoder(model, batch_size=2, cuda_graph=True, fused_step=fused_step)
         assert dec.use_graph and (dec.kernels is not None) == (_step_kernels() is not None)
         got = dec.generate(embeds, 12)
         assert dec.graph is not None
         assert (got == want).float().mean() == 1.0
+        # the prefill replayed from a graph: same tokens, and a second prompt length gets its own graph
+        graphed = MambaDecoder(model, batch_size=2, cuda_graph=True, fused_step=fused_step, graph_prefill=True)
+        assert torch.equal(graphed.generate(embeds, 12), got)
+        assert torch.equal(graphed.generate(embeds, 12), got)
+        shorter = embeds[:, :25]
+        assert torch.equal(graphed.generate(shorter, 12), _greedy_by_full_recompute(model, shorter, 12))
+        assert len(graphed._prefill.graphs) == 2
+
+
+@pytest.fixture
+def step_kernels():
+    """The Triton step kernels: compiled on a GPU, else run by Triton's interpreter (conftest)."""
+    pytest.importorskip("triton")
+    import mmssm_lightning.models.mamba_step_kernels as module
+
+    return module
+
+
+def _tiny_mamba(dtype=torch.float32, **kw):
+    cfg = MambaConfig(hidden_size=32, num_hidden_layers=3, state_size=8, expand=2, conv_kernel=4, vocab_size=97,
+                      use_mambapy=False, **kw)
+    return MambaForCausalLM(cfg).eval().to(dtype)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_fused_mixer_step_equals_op_by_op_step(step_kernels, dtype, tol):
+    """Per layer and step: mixer output, conv window and SSM state equal the PyTorch step's."""
+    torch.manual_seed(2)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    model = _tiny_mamba(dtype).to(dev)
+    ref = MambaDecoder(model, 3, cuda_graph=False, backend="torch", fused_step=False)
+    ref.prefill(torch.randn(3, 7, 32, device=dev, dtype=dtype))
+    conv, ssm = ref.conv_state.clone(), ref.ssm_state.clone()
+    fused = step_kernels.FusedMixerStep(model, 3, conv, ssm, block_n=16, block_d=16)  # 4 partials of x_proj
+
+    def close(a, b):
+        return (a.float() - b.float()).abs().max() <= tol * b.float().abs().max()
+
+    with torch.no_grad():
+        for _ in range(3):
+            for i, layer in enumerate(ref.layers):
+                h = torch.randn(3, 32, device=dev, dtype=dtype)
+                got, want = fused(i, layer.mixer, h), ref._mixer_step(i, layer.mixer, h)
+                assert close(got, want) and close(conv[i], ref.conv_state[i]) and close(ssm[i], ref.ssm_state[i])
+
+
+def test_fused_decoder_matches_full_recompute_greedy(step_kernels):
+    torch.manual_seed(3)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    model = _tiny_mamba().to(dev)
+    embeds = torch.randn(2, 9, 32, device=dev)
+    with torch.no_grad():
+        want = _greedy_by_full_recompute(model, embeds, 8)
+        dec = MambaDecoder(model, 2, cuda_graph=False, backend="auto" if dev == "cuda" else "torch", fused_step=True)
+        assert dec.fused is not None
+        assert torch.equal(dec.generate(embeds, 8), want)
+    with pytest.raises(ValueError, match="batch 1..16"):
+        MambaDecoder(model, 17, backend="torch", fused_step=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_graphed_replays_per_shape_and_drops_the_oldest():
+    from mmssm_lightning.models.cuda_graph import CudaGraphed
+
+    w = torch.randn(8, 8, device="cuda")
+    f = CudaGraphed(lambda x: torch.relu(x @ w) + 1, max_graphs=2)
+    for n in (3, 4, 3, 5):
+        x = torch.randn(n, 8, device="cuda")
+        assert torch.allclose(f(x), torch.relu(x @ w) + 1)
+    assert [key[0][0][0] for key in f.graphs] == [3, 5]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_decoder_autotune_times_every_variant_and_keeps_the_tokens():
+    torch.manual_seed(5)
+    model = MambaForCausalLM(MambaConfig(hidden_size=256, num_hidden_layers=4, vocab_size=512)).cuda().eval()
+    embeds = torch.randn(1, 30, 256, device="cuda")
+    with torch.no_grad():
+        want = MambaDecoder(model, 1, cuda_graph=False, fused_step=False).generate(embeds, 10)
+        dec = MambaDecoder(model, 1, autotune=True)
+        assert torch.equal(dec.generate(embeds, 10), want)
+    assert set(dec.tuning) == {"fused_linear", "fused_mv", "ops_linear", "ops_mv"} and min(dec.tuning.values()) > 0

@@ -45,6 +45,10 @@ def test_forward_backward_every_fusion_and_llm(cfg_factory, encoder, llm):
     assert (out_labels != IGNORE_INDEX).sum() == (labels != IGNORE_INDEX).sum()
     loss = causal_lm_loss(logits, out_labels)
     assert torch.isfinite(loss) and loss.item() > 0
+    # The training loss runs the LM head on supervised positions only: same number, both normalisations.
+    for norm in ("token", "sample"):
+        full = causal_lm_loss(logits, out_labels, norm)
+        assert model.loss(ids, mask, pixels, labels, norm).item() == pytest.approx(full.item(), rel=1e-5)
     loss.backward()
     assert all(p.grad is not None for p in model.projector.parameters())
     assert all(p.grad is None for p in model.vision.parameters())  # frozen towers get no gradient

@@ -5,9 +5,11 @@ running from image encoding to the last token, ``tokens/s = 256 / total``.
 Prefill (image encoding + splice + the prompt's forward, up to the first token) and decode (the
 other 255 tokens) are timed apart with CUDA events after warm-up, median of ``repeats`` runs, at
 batch 1 and batched (the same image and prompt in every row). Decoding takes the fastest path the
-stack has: for Mamba a static-state step captured as one CUDA graph
+stack has: for Mamba a static-state step (fused Triton kernels) captured as one CUDA graph
 (:class:`~mmssm_lightning.models.mamba_decode.MambaDecoder`); for Transformers Hugging Face
-``generate`` with a static KV cache, which compiles the decode step.
+``generate`` with a static KV cache, which compiles the decode step. With ``cuda_graph`` the
+image towers + projector, and the Mamba prompt pass, replay from CUDA graphs too (the protocol
+repeats one shape; eager, they are bound by kernel launches); HF's own prefill stays eager.
 
 The batch-1 ceiling is the weight-bandwidth roofline: every step reads every LLM weight once, so
 tokens/s <= measured copy bandwidth / LLM weight bytes (input-embedding rows are gathered, not read
@@ -23,6 +25,7 @@ from collections.abc import Callable
 import torch
 
 from mmssm_lightning.data.prompting import PromptFormat, SequenceBuilder
+from mmssm_lightning.models.cuda_graph import CudaGraphed
 from mmssm_lightning.models.mamba_decode import MambaDecoder
 from mmssm_lightning.models.vlm import VisionLanguageModel
 
@@ -74,16 +77,31 @@ def prompt_inputs(model: VisionLanguageModel, prompt: PromptFormat, batch: int, 
     return ids, torch.ones_like(ids), pixels
 
 
+def _image_encoder(model: VisionLanguageModel, cuda_graph: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Towers + projector, replayed from a CUDA graph when asked (on a GPU): eager, two ViTs at
+    batch 1 are bound by kernel launches, not arithmetic."""
+    if cuda_graph and next(model.parameters()).device.type == "cuda":
+        return CudaGraphed(model.encode_images)
+    return model.encode_images
+
+
 class _MambaRun:
-    """Prefill + 255 graph-replayed steps through :class:`MambaDecoder`."""
+    """Prefill (graphed) + 255 graph-replayed steps through :class:`MambaDecoder`."""
 
     def __init__(self, model: VisionLanguageModel, batch: int, cuda_graph: bool) -> None:
         self.model = model
-        self.decoder = MambaDecoder(model.llm.model, batch, cuda_graph=cuda_graph)
-        self.name = "mamba_static_state" + ("_cuda_graph" if self.decoder.use_graph else "")
+        self.encode = _image_encoder(model, cuda_graph)
+        self.decoder = MambaDecoder(model.llm.model, batch, cuda_graph=cuda_graph, graph_prefill=cuda_graph,
+                                    autotune=cuda_graph)
+
+    @property
+    def name(self) -> str:  # known once the first step has picked its variant
+        d = self.decoder
+        return "mamba_static_state" + ("_cuda_graph" if d.use_graph else "") + \
+            ("_fused_step" if d.fused is not None else "_op_kernels") + f"_{d.gemv}"
 
     def prefill(self, ids, mask, pixels) -> None:
-        embeds, _, _ = self.model.splice(ids, mask, self.model.encode_images(pixels), None, "left")
+        embeds, _, _ = self.model.splice(ids, mask, self.encode(pixels), None, "left")
         self.decoder.prefill(embeds)
 
     def decode(self, n: int) -> torch.Tensor:
@@ -97,10 +115,11 @@ class _HFRun:
 
     def __init__(self, model: VisionLanguageModel, batch: int, cuda_graph: bool) -> None:
         self.model = model
+        self.encode_images = _image_encoder(model, cuda_graph)
         self.embeds = self.mask = None
 
     def encode(self, ids, mask, pixels) -> None:
-        self.embeds, self.mask, _ = self.model.splice(ids, mask, self.model.encode_images(pixels), None, "left")
+        self.embeds, self.mask, _ = self.model.splice(ids, mask, self.encode_images(pixels), None, "left")
 
     def llm_prefill(self) -> None:
         self.model.llm.model(inputs_embeds=self.embeds, attention_mask=self.mask, use_cache=False, logits_to_keep=1)
@@ -148,6 +167,7 @@ def time_generation(
         "visual_tokens": model.num_image_tokens,
         "new_tokens": new_tokens,
         "decode_path": runner.name,
+        "decode_variants_ms_per_step": getattr(getattr(runner, "decoder", None), "tuning", None),
         "prefill_s": prefill_s,
         "decode_s": decode_s,
         "total_s": total_s,

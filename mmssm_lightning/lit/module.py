@@ -13,7 +13,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from mmssm_lightning.eval.metrics import TaskAccuracy
 from mmssm_lightning.lit.stage import Stage
-from mmssm_lightning.models.loss import LossNormalization, causal_lm_loss
+from mmssm_lightning.models.loss import LossNormalization
 from mmssm_lightning.models.vlm import VisionLanguageModel
 from mmssm_lightning.utils import checkpoint_state
 
@@ -84,8 +84,9 @@ class VLMModule(L.LightningModule):
         self.predictions: list[dict[str, Any]] = []
 
     def _loss(self, batch: dict) -> torch.Tensor:
-        logits, labels = self.model(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["labels"])
-        return causal_lm_loss(logits, labels, self.loss_normalization)
+        return self.model.loss(
+            batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["labels"], self.loss_normalization
+        )
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)

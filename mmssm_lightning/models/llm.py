@@ -88,8 +88,20 @@ class CausalLM(nn.Module):
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(input_ids)
 
-    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False).logits
+    def forward(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None, where: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits (B, L, V); given ``where`` (B, L) bool, only at those positions: (N, V).
+
+        Training passes the positions that predict a target: a VLM sample is mostly image tokens,
+        whose logits (B x L x V in float32, HF's choice) would cost the LM head's FLOPs and GBs for
+        nothing (729 of Cobra's 985 positions). The backbone and head are called as HF's
+        ``*ForCausalLM.forward`` calls them for the three families we build (no logit scaling)."""
+        if where is None:
+            return self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False).logits
+        hidden = self.model.base_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False)[0]
+        head = self.model.get_output_embeddings()
+        return head(hidden[where].to(head.weight.dtype))
 
     def last_logits(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, V) at the last position only (left-padded inputs): no (B, L, V) tensor."""

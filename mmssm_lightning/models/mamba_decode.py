@@ -3,16 +3,18 @@ one CUDA graph per decode step (Mamba §3.3.2's recurrent mode, as ``mamba_ssm``
 with ``cg=True`` runs it).
 
 A Mamba step reads every weight once and touches a fixed-size state (conv window + SSM state per
-layer), so at batch 1 it is bound by weight bytes / memory bandwidth: a 64-layer model launches
-~15 kernels per layer per token, and launch latency alone would cap it near 300 tokens/s. Capturing
+layer), so at batch 1 it is bound by weight bytes / memory bandwidth: HF's step launches ~15
+kernels per layer per token (960 for Mamba-2.8B), and launch latency alone caps it near 300 tok/s. Capturing
 the step (all layers, final norm, LM head and the argmax) as one graph removes that.
 
 The prefill takes ``inputs_embeds``, so the image tokens of a VLM go in as they are; it runs the
 same kernels as training (``causal_conv1d_fn``, ``selective_scan_fn`` with the last state kept).
-The step uses ``causal_conv1d_update``, ``selective_state_update`` and ``mamba_ssm``'s fused
-residual-add + RMSNorm (one kernel where HF's ``MambaRMSNorm`` and the residual take eight: at batch
-1 the step is as much kernel count as bytes). Without the kernels all three fall back to PyTorch,
-which is how the CPU tests check the decoder against the model's own forward. The residual stream
+On a GPU a layer's step is the fused add+norm, two cuBLAS GEMVs and two Triton kernels for all
+between them (:mod:`~mmssm_lightning.models.mamba_step_kernels`: at batch 1 the step is as much
+kernel count as bytes); with ``fused_step=False`` it takes one kernel per op: ``causal_conv1d_update``,
+``selective_state_update`` and ``mamba_ssm``'s fused residual-add + RMSNorm. Without the kernels
+those fall back to PyTorch, which is how the CPU tests check the decoder against the model's own
+forward (and the Triton step, in Triton's interpreter, against the PyTorch step). The residual stream
 is float32 when ``residual_in_fp32``, as in HF's ``MambaBlock``; the fused norm (prefill and step
 alike) reads it unrounded (as ``mamba_ssm`` does) where HF rounds it to the weights' dtype first.
 """
@@ -25,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from transformers import MambaForCausalLM
 
+from mmssm_lightning.models.cuda_graph import CudaGraphed
 from mmssm_lightning.models.ssm import causal_conv1d, selective_scan, use_kernels
 
 
@@ -64,9 +67,31 @@ class MambaDecoder:
     batch_size: the batch the static state is allocated for.
     cuda_graph: capture the decode step on a GPU (ignored on CPU).
     backend: ``auto`` | ``cuda`` | ``torch`` for the kernels (see :mod:`~mmssm_lightning.models.ssm`).
+    fused_step: the mixer's step as two GEMVs around two Triton kernels (:mod:`~mmssm_lightning.models.mamba_step_kernels`).
+        ``None``: where it applies (kernel backend on a GPU, Triton importable, batch <= 16);
+        ``True``: required (also on CPU tensors under ``TRITON_INTERPRET=1``, as the tests run it);
+        ``False``: one kernel per op.
+    graph_prefill: replay the prefill from a CUDA graph per prompt shape (GPU; for repeated shapes,
+        see :mod:`~mmssm_lightning.models.cuda_graph`).
+    gemv: ``linear`` | ``mv``: how in_proj / out_proj multiply at batch 1 (cuBLAS picks different
+        kernels for ``F.linear`` and ``torch.mv``; which streams weights faster is the GPU's business).
+    autotune: on the first graph capture, time every step variant (fused or not x gemv) as a graph
+        and keep the fastest (``self.tuning`` holds the ms per step of each).
     """
 
-    def __init__(self, model: MambaForCausalLM, batch_size: int, cuda_graph: bool = True, backend: str = "auto") -> None:
+    def __init__(
+        self,
+        model: MambaForCausalLM,
+        batch_size: int,
+        cuda_graph: bool = True,
+        backend: str = "auto",
+        fused_step: bool | None = None,
+        graph_prefill: bool = False,
+        gemv: str = "linear",
+        autotune: bool = False,
+    ) -> None:
+        if gemv not in ("linear", "mv"):
+            raise ValueError(f"gemv must be 'linear' or 'mv', got {gemv!r}")
         self.model = model
         cfg = model.config
         self.layers = model.backbone.layers
@@ -87,6 +112,31 @@ class MambaDecoder:
         self.kernels = _step_kernels() if use_kernels(backend, p) else None
         self.graph: torch.cuda.CUDAGraph | None = None
         self.tokens = torch.zeros(batch_size, dtype=torch.long, device=self.device)
+        self.gemv = gemv
+        self.fused = self._fused_step(fused_step)
+        self.autotune = autotune and self.use_graph
+        self.tuning: dict[str, float] = {}
+        self._prefill = lambda x: self._forward(x, self._mixer_prefill)
+        if graph_prefill and self.device.type == "cuda":
+            self._prefill = CudaGraphed(self._prefill)
+
+    def _fused_step(self, wanted: bool | None):
+        if wanted is False or (wanted is None and self.kernels is None):
+            return None
+        try:
+            from mmssm_lightning.models.mamba_step_kernels import FusedMixerStep
+
+            return FusedMixerStep(self.model, self.batch_size, self.conv_state, self.ssm_state, linear=self._linear)
+        except (ImportError, ValueError):
+            if wanted:
+                raise
+            return None
+
+    def _linear(self, x: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
+        if self.gemv == "mv" and x.shape[0] == 1:
+            out = torch.mv(layer.weight, x[0])[None]
+            return out if layer.bias is None else out + layer.bias
+        return layer(x)
 
     # -- prefill -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -94,7 +144,7 @@ class MambaDecoder:
         """Run the prompt (b, L, D), fill the states; returns the first greedy token (b,)."""
         if inputs_embeds.shape[0] != self.batch_size:
             raise ValueError(f"MambaDecoder was built for batch {self.batch_size}, got {inputs_embeds.shape[0]}")
-        self.tokens.copy_(self._forward(inputs_embeds.to(self.dtype), self._mixer_prefill))
+        self.tokens.copy_(self._prefill(inputs_embeds.to(self.dtype)))
         return self.tokens.clone()
 
     def _mixer_prefill(self, i: int, m, h: torch.Tensor) -> torch.Tensor:
@@ -139,10 +189,11 @@ class MambaDecoder:
     # -- one step ------------------------------------------------------------------------------
     def _step(self) -> None:
         """self.tokens -> next greedy tokens, written back into self.tokens (graph-capturable)."""
-        self.tokens.copy_(self._forward(self.model.backbone.embeddings(self.tokens), self._mixer_step))
+        embeds = self.model.backbone.embeddings(self.tokens)
+        self.tokens.copy_(self._forward(embeds, self.fused or self._mixer_step))
 
     def _mixer_step(self, i: int, m, h: torch.Tensor) -> torch.Tensor:
-        x, z = m.in_proj(h).chunk(2, dim=-1)  # (b, d_inner)
+        x, z = self._linear(h, m.in_proj).chunk(2, dim=-1)  # (b, d_inner)
         w = m.conv1d.weight.squeeze(1)
         if self.kernels is not None:
             conv_update, state_update, _ = self.kernels
@@ -155,7 +206,7 @@ class MambaDecoder:
             y = state_update(self.ssm_state[i], x, dt, self.A[i], B, C, m.D, z=z, dt_bias=m.dt_proj.bias, dt_softplus=True)
         else:
             y = _state_update_torch(self.ssm_state[i], x, dt, self.A[i], B, C, m.D, z, m.dt_proj.bias)
-        return m.out_proj(y)
+        return self._linear(y, m.out_proj)
 
     def _capture(self) -> None:
         stream = torch.cuda.Stream()
@@ -171,11 +222,37 @@ class MambaDecoder:
         for dst, src in zip((self.tokens, self.conv_state, self.ssm_state), saved):
             dst.copy_(src)  # warm-up and capture advanced the state: restore it
 
+    def _tune(self, replays: int = 20) -> None:
+        """Capture each step variant, time its replays, keep the fastest (states restored after)."""
+        saved = (self.tokens.clone(), self.conv_state.clone(), self.ssm_state.clone())
+        fused = self.fused
+        variants = [(f, g) for f in dict.fromkeys([fused, None]) for g in ("linear", "mv")
+                    if g == "linear" or self.batch_size == 1]
+        for f, g in variants:
+            self.fused, self.gemv = f, g
+            self._capture()
+            for _ in range(3):
+                self.graph.replay()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(replays):
+                self.graph.replay()
+            end.record()
+            end.synchronize()
+            self.tuning[f"{'fused' if f is not None else 'ops'}_{g}"] = start.elapsed_time(end) / replays
+        best = min(self.tuning, key=self.tuning.get)
+        self.fused, self.gemv = (fused if best.startswith("fused") else None), best.split("_")[1]
+        for dst, src in zip((self.tokens, self.conv_state, self.ssm_state), saved):
+            dst.copy_(src)
+        self.graph = None
+
     @torch.no_grad()
     def step(self) -> torch.Tensor:
         """Advance every sequence by one token; returns the new tokens (b,) (a view: copy to keep)."""
         if self.use_graph:
             if self.graph is None:
+                if self.autotune and not self.tuning:
+                    self._tune()
                 self._capture()
             self.graph.replay()
         else:

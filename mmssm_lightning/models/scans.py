@@ -44,6 +44,16 @@ class Scan:
         if name not in _NAMES:
             raise ValueError(f"scan.name must be one of {_NAMES}, got {name!r}")
         self.name = name
+        self._on_device: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _indices(self, grid: tuple[int, int], num_maps: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(permutations, their inverses) on ``device``, built once per shape: no host-to-device
+        copy per call (which also keeps the projector capturable in a CUDA graph)."""
+        key = (tuple(grid), num_maps, device)
+        if key not in self._on_device:
+            perm = self.permutations(grid, num_maps).to(device)
+            self._on_device[key] = (perm, torch.argsort(perm, dim=1))
+        return self._on_device[key]
 
     @property
     def num_directions(self) -> int:
@@ -69,15 +79,14 @@ class Scan:
 
     def scan(self, x: torch.Tensor, grid: tuple[int, int], num_maps: int = 1) -> torch.Tensor:
         """(B, N, D) -> (B, K, N, D)."""
-        perm = self.permutations(grid, num_maps).to(x.device)
+        perm, _ = self._indices(grid, num_maps, x.device)
         if perm.shape[1] != x.shape[1]:
             raise ValueError(f"scan over a {grid} grid x {num_maps} map(s) needs {perm.shape[1]} tokens, got {x.shape[1]}")
         return x[:, perm]
 
     def merge(self, y: torch.Tensor, grid: tuple[int, int], num_maps: int = 1) -> torch.Tensor:
         """(B, K, N, D) -> (B, N, D): put every direction back in token order and average."""
-        perm = self.permutations(grid, num_maps).to(y.device)
-        inverse = torch.argsort(perm, dim=1)
+        perm, inverse = self._indices(grid, num_maps, y.device)
         restored = torch.stack([y[:, k, inverse[k]] for k in range(perm.shape[0])], dim=1)
         return restored.mean(dim=1)
 

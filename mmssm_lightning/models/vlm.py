@@ -19,6 +19,7 @@ from mmssm_lightning.data.prompting import IGNORE_INDEX, IMAGE_TOKEN_ID
 from mmssm_lightning.models.encoders import VisionTower
 from mmssm_lightning.models.framing import ImageFraming
 from mmssm_lightning.models.llm import CausalLM
+from mmssm_lightning.models.loss import LossNormalization, selected_lm_loss, supervised_positions
 
 
 class VisionLanguageModel(nn.Module):
@@ -126,6 +127,20 @@ class VisionLanguageModel(nn.Module):
         image_embeds = self.encode_images(pixel_values) if pixel_values is not None else None
         embeds, mask, labels = self.splice(input_ids, attention_mask, image_embeds, labels, "right")
         return self.llm(embeds, mask), labels
+
+    def loss(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor | None,
+        labels: torch.Tensor,
+        normalization: LossNormalization = "token",
+    ) -> torch.Tensor:
+        """Next-token loss of the answer tokens; the LM head runs only where a target follows."""
+        image_embeds = self.encode_images(pixel_values) if pixel_values is not None else None
+        embeds, mask, labels = self.splice(input_ids, attention_mask, image_embeds, labels, "right")
+        where, targets = supervised_positions(labels)
+        return selected_lm_loss(self.llm(embeds, mask, where), targets, where, normalization)
 
     @torch.no_grad()
     def generate(

@@ -1,0 +1,153 @@
+"""A Mamba mixer's decode step with the small ops fused into two Triton kernels (Mamba §3.3.2's
+recurrent mode: Alg. 2 for one token).
+
+At batch 1 a step reads every weight once (5.3 GB for Mamba-2.8B: 1.3 ms at the H200's copy
+bandwidth), but the op-by-op step launches, per layer, ``in_proj``, ``causal_conv1d_update``,
+``x_proj``, ``dt_proj``, ``selective_state_update`` and ``out_proj``, with the fused add+norm 7
+kernels: 3.06 ms on an H200, most of it the four small kernels between the two big GEMVs. Here
+the two GEMVs stay with cuBLAS (it streams weights at ~4 TB/s; our Triton GEMVs reached 1.4-2.1,
+see experiments/benchmarks/README.md) and what lies between them is two kernels:
+
+1. ``_conv_x_proj``: the causal-conv window update + SiLU for a block of channels, and that
+   block's share of ``x_proj`` (one partial sum per block, summed by the next kernel: no atomics,
+   deterministic, nothing to zero);
+2. ``_ssm_update``: ``x_proj``'s sum -> ``dt_proj`` + bias + softplus, the state update
+   ``h = exp(dt A) h + dt B x``, ``y = C h + D x``, gated by ``SiLU(z)``.
+
+Rounding follows the op-by-op bf16 layer: in_proj, the conv output, x_proj and dt_proj outputs are
+rounded to the weights' dtype; the SSM state and its arithmetic are float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import triton
+import triton.language as tl
+
+MAX_BATCH = 16  # the grids hold one program per batch row: larger batches take the op-by-op step
+
+
+@triton.jit
+def _conv_x_proj(
+    xz_ptr, conv_state_ptr, conv_w_ptr, conv_b_ptr, xproj_w_ptr, xc_ptr, part_ptr,
+    B, D, E, stride_xz, stride_cs_b, stride_cs_d,
+    HAS_CONV_BIAS: tl.constexpr, KC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    b = tl.program_id(1)
+    ch = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    cm = ch < D
+    x = tl.load(xz_ptr + b * stride_xz + ch, mask=cm, other=0.0)
+    cs = conv_state_ptr + b * stride_cs_b + ch * stride_cs_d
+    out = tl.zeros([BLOCK_N], dtype=tl.float32)
+    if HAS_CONV_BIAS:
+        out += tl.load(conv_b_ptr + ch, mask=cm, other=0.0).to(tl.float32)
+    for j in tl.static_range(KC - 1):  # shift the window left by one
+        s = tl.load(cs + (j + 1), mask=cm, other=0.0)
+        tl.store(cs + j, s, mask=cm)
+        out += s.to(tl.float32) * tl.load(conv_w_ptr + ch * KC + j, mask=cm, other=0.0).to(tl.float32)
+    tl.store(cs + (KC - 1), x.to(conv_state_ptr.dtype.element_ty), mask=cm)
+    out += x.to(tl.float32) * tl.load(conv_w_ptr + ch * KC + (KC - 1), mask=cm, other=0.0).to(tl.float32)
+    xc = (out * tl.sigmoid(out)).to(xc_ptr.dtype.element_ty)
+    tl.store(xc_ptr + b * D + ch, xc, mask=cm)
+    xc = xc.to(tl.float32)
+    for e0 in tl.static_range(0, BLOCK_E, 64):  # this block's share of x_proj, 64 rows at a time
+        es = e0 + tl.arange(0, 64)
+        wx = tl.load(xproj_w_ptr + es[:, None] * D + ch[None, :], mask=(es[:, None] < E) & cm[None, :], other=0.0)
+        part = tl.sum(wx.to(tl.float32) * xc[None, :], axis=1)
+        tl.store(part_ptr + (pid * B + b) * E + es, part, mask=es < E)
+
+
+@triton.jit
+def _ssm_update(
+    part_ptr, n_parts, xc_ptr, xz_ptr, dtw_ptr, dtb_ptr, A_ptr, Dp_ptr, state_ptr, y_ptr,
+    B, D, R, N, E, stride_xz,
+    BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    b = tl.program_id(1)
+    ch = pid * BLOCK_D + tl.arange(0, BLOCK_D)
+    cmask = ch < D
+    es = tl.arange(0, BLOCK_E)
+    ns = tl.arange(0, BLOCK_S)
+    nmask = ns < N
+    # x_proj(x) = (dt_low, B, C): the sum of the per-block partials, BLOCK_P of them per load
+    xdbl = tl.zeros([BLOCK_E], dtype=tl.float32)
+    for p0 in range(0, n_parts, BLOCK_P):
+        ps = p0 + tl.arange(0, BLOCK_P)
+        t = tl.load(part_ptr + (ps[:, None] * B + b) * E + es[None, :], mask=(ps[:, None] < n_parts) & (es[None, :] < E), other=0.0)
+        xdbl += tl.sum(t, axis=0)
+    xdbl = xdbl.to(dtw_ptr.dtype.element_ty).to(tl.float32)  # rounded as x_proj's output is
+    # dt_proj reads the first R entries; B and C are picked out with one-hot rows
+    w = tl.load(dtw_ptr + ch[:, None] * R + es[None, :], mask=cmask[:, None] & (es[None, :] < R), other=0.0)
+    dt = tl.sum(w.to(tl.float32) * xdbl[None, :], axis=1).to(dtw_ptr.dtype.element_ty).to(tl.float32)
+    Bv = tl.sum(tl.where(es[None, :] == (R + ns)[:, None], xdbl[None, :], 0.0), axis=1)
+    Cv = tl.sum(tl.where(es[None, :] == (R + N + ns)[:, None], xdbl[None, :], 0.0), axis=1)
+    dt += tl.load(dtb_ptr + ch, mask=cmask, other=0.0).to(tl.float32)
+    dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)  # softplus, as selective_state_update
+    x = tl.load(xc_ptr + b * D + ch, mask=cmask, other=0.0).to(tl.float32)
+    z = tl.load(xz_ptr + b * stride_xz + D + ch, mask=cmask, other=0.0).to(tl.float32)
+    sm = cmask[:, None] & nmask[None, :]
+    A = tl.load(A_ptr + ch[:, None] * N + ns[None, :], mask=sm, other=0.0)
+    sp = state_ptr + b * D * N + ch[:, None] * N + ns[None, :]
+    h = tl.load(sp, mask=sm, other=0.0)
+    h = h * tl.exp(dt[:, None] * A) + (dt * x)[:, None] * Bv[None, :]
+    tl.store(sp, h, mask=sm)
+    y = tl.sum(h * Cv[None, :], axis=1) + tl.load(Dp_ptr + ch, mask=cmask, other=0.0).to(tl.float32) * x
+    y = y * z * tl.sigmoid(z)
+    tl.store(y_ptr + b * D + ch, y.to(y_ptr.dtype.element_ty), mask=cmask)
+
+
+class FusedMixerStep:
+    """``mixer(i, layer.mixer, h) -> out`` for :class:`~mmssm_lightning.models.mamba_decode.MambaDecoder`:
+    one token through layer ``i``'s mixer, its conv window and SSM state updated in place.
+
+    Args:
+        model: the HF ``MambaForCausalLM`` (weights used in place; ``A = -exp(A_log)`` precomputed).
+        batch_size: 1 to ``MAX_BATCH``.
+        conv_state / ssm_state: the decoder's (layers, b, d_inner, d_conv) / (layers, b, d_inner, d_state).
+        block_n: channels per ``_conv_x_proj`` program (one x_proj partial each).
+        block_d: channels per ``_ssm_update`` program.
+        linear: ``(x, layer) -> y`` for in_proj / out_proj (the decoder's choice of GEMV).
+    """
+
+    def __init__(self, model, batch_size: int, conv_state: torch.Tensor, ssm_state: torch.Tensor,
+                 block_n: int = 64, block_d: int = 32, linear: Callable = lambda x, layer: layer(x)) -> None:
+        if not 1 <= batch_size <= MAX_BATCH:
+            raise ValueError(f"the fused Mamba step runs batch 1..{MAX_BATCH}, got {batch_size}")
+        layers = model.backbone.layers
+        m = layers[0].mixer
+        if m.x_proj.bias is not None:
+            raise ValueError("the fused Mamba step assumes x_proj without bias (HF's MambaMixer has none)")
+        self.d_inner, self.d_state, self.d_conv, self.dt_rank = m.intermediate_size, m.ssm_state_size, m.conv_kernel_size, m.time_step_rank
+        self.e = self.dt_rank + 2 * self.d_state
+        self.block_n, self.block_d = block_n, block_d
+        self.linear = linear
+        self.n_parts = triton.cdiv(self.d_inner, block_n)
+        self.batch_size = batch_size
+        self.conv_state, self.ssm_state = conv_state, ssm_state
+        self.A = [-torch.exp(layer.mixer.A_log.float()).contiguous() for layer in layers]
+        self.conv_w = [layer.mixer.conv1d.weight.squeeze(1).contiguous() for layer in layers]
+        w = m.in_proj.weight
+        self.xc = torch.zeros(batch_size, self.d_inner, device=w.device, dtype=w.dtype)
+        self.y = torch.zeros(batch_size, self.d_inner, device=w.device, dtype=w.dtype)
+        self.part = torch.zeros(self.n_parts, batch_size, self.e, device=w.device, dtype=torch.float32)
+
+    def __call__(self, i: int, m, h: torch.Tensor) -> torch.Tensor:
+        b, D, N, R, E = self.batch_size, self.d_inner, self.d_state, self.dt_rank, self.e
+        xz = self.linear(h.to(m.in_proj.weight.dtype), m.in_proj)  # (b, 2 D), cuBLAS
+        cs = self.conv_state[i]
+        _conv_x_proj[(self.n_parts, b)](
+            xz, cs, self.conv_w[i], m.conv1d.bias, m.x_proj.weight, self.xc, self.part,
+            b, D, E, xz.stride(0), cs.stride(0), cs.stride(1),
+            HAS_CONV_BIAS=m.conv1d.bias is not None, KC=self.d_conv, BLOCK_N=self.block_n, BLOCK_E=64 * triton.cdiv(E, 64),
+        )
+        _ssm_update[(triton.cdiv(D, self.block_d), b)](
+            self.part, self.n_parts, self.xc, xz, m.dt_proj.weight, m.dt_proj.bias, self.A[i], m.D,
+            self.ssm_state[i], self.y, b, D, R, N, E, xz.stride(0),
+            BLOCK_D=self.block_d, BLOCK_E=triton.next_power_of_2(E), BLOCK_S=triton.next_power_of_2(N),
+            BLOCK_P=min(16, triton.next_power_of_2(self.n_parts)),
+        )
+        return self.linear(self.y, m.out_proj)
