@@ -68,7 +68,7 @@ for proj in ("in_proj", "x_proj", "dt_proj", "out_proj"):
     print(json.dumps(row), flush=True)
 
 variants = [("ops", "linear", None), ("ops", "mv", None)] + [
-    ("fused", g, dict(block_n=bn, block_d=bd)) for g in ("linear", "mv") for bn, bd in [(64, 32), (32, 32), (64, 64), (128, 32)]
+    ("fused", "linear", dict(block_n=bn, block_d=bd)) for bn, bd in [(64, 32), (64, 64), (64, 16), (128, 32)]
 ]
 for name, gemv, tiles in variants:
     dec = MambaDecoder(lm, 1, cuda_graph=True, fused_step=tiles is not None, gemv=gemv)

@@ -82,10 +82,14 @@ def test_decoder_on_gpu_kernels_and_cuda_graph_match_full_recompute(fused_step):
         got = dec.generate(embeds, 12)
         assert dec.graph is not None
         assert (got == want).float().mean() == 1.0
-        # the prefill replayed from a graph: same tokens, and a second prompt length gets its own graph
+        # the prefill replayed from a graph fills the same states; a second prompt length gets its own graph
         graphed = MambaDecoder(model, batch_size=2, cuda_graph=True, fused_step=fused_step, graph_prefill=True)
-        assert torch.equal(graphed.generate(embeds, 12), got)
-        assert torch.equal(graphed.generate(embeds, 12), got)
+        eager = MambaDecoder(model, batch_size=2, cuda_graph=True, fused_step=fused_step)
+        for _ in range(2):
+            assert torch.equal(graphed.prefill(embeds), eager.prefill(embeds))
+            assert torch.allclose(graphed.conv_state, eager.conv_state, rtol=0, atol=1e-6)
+            assert torch.allclose(graphed.ssm_state, eager.ssm_state, rtol=1e-5, atol=1e-6)
+        assert torch.equal(graphed.decode(11), eager.decode(11))
         shorter = embeds[:, :25]
         assert torch.equal(graphed.generate(shorter, 12), _greedy_by_full_recompute(model, shorter, 12))
         assert len(graphed._prefill.graphs) == 2
