@@ -6,6 +6,7 @@
 #   gen-mamba      mmssm-bench for the Mamba VLMs (Cobra-, MambaVLM-shaped)
 #   gen-hf         mmssm-bench for the Transformer VLMs (Pythia-2.8B, Phi-2 TinyLLaVA)
 #   profile        decode step: op-by-op vs fused Triton step (tile sweep), prefill split, kernel table
+#   gemv           batch-1 GEMV: cuBLAS vs a Triton row-block GEMV (config sweep)
 #   train-N        Cobra-recipe training throughput on N GPUs (FSDP)
 #   resume         2-GPU sharded checkpoint save, then resume from it
 # Carry: .whl (hydra-core, omegaconf, antlr4, mambapy wheels) and .kern (prebuilt kernels).
@@ -27,6 +28,8 @@ for step in "$@"; do
     profile)
       python3 scripts/profile_decode.py $OUT/decode_step_$dev.json $OUT/decode_profile_$dev.txt 2>&1 \
         | grep -v "^\[transformers" | tail -30 ;;
+    gemv)
+      python3 scripts/bench_gemv.py $OUT/gemv_$dev.json 2>&1 | tail -6 ;;
     train-*)
       n=${step#train-}
       python3 -m mmssm_lightning.train experiment=benchmarks/cobra_throughput trainer.devices=$n \

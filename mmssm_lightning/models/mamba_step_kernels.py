@@ -62,10 +62,9 @@ def _conv_x_proj(
 
 @triton.jit
 def _ssm_update(
-    part_ptr, xc_ptr, xz_ptr, dtw_ptr, dtb_ptr, A_ptr, Dp_ptr, state_ptr, y_ptr,
+    part_ptr, n_parts, xc_ptr, xz_ptr, dtw_ptr, dtb_ptr, A_ptr, Dp_ptr, state_ptr, y_ptr,
     B, D, R, N, E, stride_xz,
-    N_PARTS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_S: tl.constexpr,
-    BLOCK_P: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
     pid = tl.program_id(0)
     b = tl.program_id(1)
@@ -74,31 +73,29 @@ def _ssm_update(
     es = tl.arange(0, BLOCK_E)
     ns = tl.arange(0, BLOCK_S)
     nmask = ns < N
-    sm = cmask[:, None] & nmask[None, :]
-    # everything that does not depend on x_proj is loaded first, so its latency overlaps the sum
-    sp = state_ptr + b * D * N + ch[:, None] * N + ns[None, :]
-    h = tl.load(sp, mask=sm, other=0.0)
-    A = tl.load(A_ptr + ch[:, None] * N + ns[None, :], mask=sm, other=0.0)
-    w = tl.load(dtw_ptr + ch[:, None] * R + es[None, :], mask=cmask[:, None] & (es[None, :] < R), other=0.0)
-    dtb = tl.load(dtb_ptr + ch, mask=cmask, other=0.0).to(tl.float32)
-    x = tl.load(xc_ptr + b * D + ch, mask=cmask, other=0.0).to(tl.float32)
-    z = tl.load(xz_ptr + b * stride_xz + D + ch, mask=cmask, other=0.0).to(tl.float32)
-    Dp = tl.load(Dp_ptr + ch, mask=cmask, other=0.0).to(tl.float32)
-    # x_proj(x) = (dt_low, B, C): the sum of the per-block partials (unrolled: all loads in flight)
+    # x_proj(x) = (dt_low, B, C): the sum of the per-block partials, BLOCK_P of them per load
     xdbl = tl.zeros([BLOCK_E], dtype=tl.float32)
-    for p0 in tl.static_range(0, N_PARTS, BLOCK_P):
+    for p0 in range(0, n_parts, BLOCK_P):
         ps = p0 + tl.arange(0, BLOCK_P)
-        t = tl.load(part_ptr + (ps[:, None] * B + b) * E + es[None, :], mask=(ps[:, None] < N_PARTS) & (es[None, :] < E), other=0.0)
+        t = tl.load(part_ptr + (ps[:, None] * B + b) * E + es[None, :], mask=(ps[:, None] < n_parts) & (es[None, :] < E), other=0.0)
         xdbl += tl.sum(t, axis=0)
     xdbl = xdbl.to(dtw_ptr.dtype.element_ty).to(tl.float32)  # rounded as x_proj's output is
     # dt_proj reads the first R entries; B and C are picked out with one-hot rows
-    dt = tl.sum(w.to(tl.float32) * xdbl[None, :], axis=1).to(dtw_ptr.dtype.element_ty).to(tl.float32) + dtb
-    dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)  # softplus, as selective_state_update
+    w = tl.load(dtw_ptr + ch[:, None] * R + es[None, :], mask=cmask[:, None] & (es[None, :] < R), other=0.0)
+    dt = tl.sum(w.to(tl.float32) * xdbl[None, :], axis=1).to(dtw_ptr.dtype.element_ty).to(tl.float32)
     Bv = tl.sum(tl.where(es[None, :] == (R + ns)[:, None], xdbl[None, :], 0.0), axis=1)
     Cv = tl.sum(tl.where(es[None, :] == (R + N + ns)[:, None], xdbl[None, :], 0.0), axis=1)
+    dt += tl.load(dtb_ptr + ch, mask=cmask, other=0.0).to(tl.float32)
+    dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)  # softplus, as selective_state_update
+    x = tl.load(xc_ptr + b * D + ch, mask=cmask, other=0.0).to(tl.float32)
+    z = tl.load(xz_ptr + b * stride_xz + D + ch, mask=cmask, other=0.0).to(tl.float32)
+    sm = cmask[:, None] & nmask[None, :]
+    A = tl.load(A_ptr + ch[:, None] * N + ns[None, :], mask=sm, other=0.0)
+    sp = state_ptr + b * D * N + ch[:, None] * N + ns[None, :]
+    h = tl.load(sp, mask=sm, other=0.0)
     h = h * tl.exp(dt[:, None] * A) + (dt * x)[:, None] * Bv[None, :]
     tl.store(sp, h, mask=sm)
-    y = tl.sum(h * Cv[None, :], axis=1) + Dp * x
+    y = tl.sum(h * Cv[None, :], axis=1) + tl.load(Dp_ptr + ch, mask=cmask, other=0.0).to(tl.float32) * x
     y = y * z * tl.sigmoid(z)
     tl.store(y_ptr + b * D + ch, y.to(y_ptr.dtype.element_ty), mask=cmask)
 
@@ -148,9 +145,9 @@ class FusedMixerStep:
             HAS_CONV_BIAS=m.conv1d.bias is not None, KC=self.d_conv, BLOCK_N=self.block_n, BLOCK_E=64 * triton.cdiv(E, 64),
         )
         _ssm_update[(triton.cdiv(D, self.block_d), b)](
-            self.part, self.xc, xz, m.dt_proj.weight, m.dt_proj.bias, self.A[i], m.D,
+            self.part, self.n_parts, self.xc, xz, m.dt_proj.weight, m.dt_proj.bias, self.A[i], m.D,
             self.ssm_state[i], self.y, b, D, R, N, E, xz.stride(0),
-            N_PARTS=self.n_parts, BLOCK_D=self.block_d, BLOCK_E=triton.next_power_of_2(E), BLOCK_S=triton.next_power_of_2(N),
+            BLOCK_D=self.block_d, BLOCK_E=triton.next_power_of_2(E), BLOCK_S=triton.next_power_of_2(N),
             BLOCK_P=min(16, triton.next_power_of_2(self.n_parts)),
         )
         return self.linear(self.y, m.out_proj)
