@@ -132,6 +132,14 @@ def test_fused_mixer_step_equals_op_by_op_step(step_kernels, dtype, tol):
                 assert close(got, want) and close(conv[i], ref.conv_state[i]) and close(ssm[i], ref.ssm_state[i])
 
 
+def test_triton_gemv_at_batch_1(step_kernels):
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    for n, k in ((40, 24), (24, 40), (300, 100)):  # tall, wide, neither a multiple of the tiles
+        layer = torch.nn.Linear(k, n, bias=n == 300).to(dev)
+        x = torch.randn(1, k, device=dev)
+        assert torch.allclose(step_kernels.gemv(x, layer), layer(x), atol=1e-5, rtol=1e-5)
+
+
 def test_fused_decoder_matches_full_recompute_greedy(step_kernels):
     torch.manual_seed(3)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -142,6 +150,9 @@ def test_fused_decoder_matches_full_recompute_greedy(step_kernels):
         dec = MambaDecoder(model, 2, cuda_graph=False, backend="auto" if dev == "cuda" else "torch", fused_step=True)
         assert dec.fused is not None
         assert torch.equal(dec.generate(embeds, 8), want)
+        one = MambaDecoder(model, 1, cuda_graph=False, backend="auto" if dev == "cuda" else "torch", fused_step=True,
+                           gemv="triton")
+        assert torch.equal(one.generate(embeds[:1], 8), want[:1])
     with pytest.raises(ValueError, match="batch 1..16"):
         MambaDecoder(model, 17, backend="torch", fused_step=True)
 
@@ -167,4 +178,5 @@ def test_decoder_autotune_times_every_variant_and_keeps_the_tokens():
         want = MambaDecoder(model, 1, cuda_graph=False, fused_step=False).generate(embeds, 10)
         dec = MambaDecoder(model, 1, autotune=True)
         assert torch.equal(dec.generate(embeds, 10), want)
-    assert set(dec.tuning) == {"fused_linear", "fused_mv", "ops_linear", "ops_mv"} and min(dec.tuning.values()) > 0
+    assert set(dec.tuning) == {f"{s}_{g}" for s in ("fused", "ops") for g in ("linear", "mv", "triton")}
+    assert min(dec.tuning.values()) > 0

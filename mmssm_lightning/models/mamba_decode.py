@@ -73,9 +73,10 @@ class MambaDecoder:
         ``False``: one kernel per op.
     graph_prefill: replay the prefill from a CUDA graph per prompt shape (GPU; for repeated shapes,
         see :mod:`~mmssm_lightning.models.cuda_graph`).
-    gemv: ``linear`` | ``mv``: how in_proj / out_proj multiply at batch 1 (cuBLAS picks different
-        kernels for ``F.linear`` and ``torch.mv``; which streams weights faster is the GPU's business).
-    autotune: on the first graph capture, time every step variant (fused or not x gemv) as a graph
+    gemv: ``linear`` | ``mv`` | ``triton``: how in_proj / out_proj multiply at batch 1 (cuBLAS's
+        ``F.linear`` or ``torch.mv`` kernels, or :func:`~mmssm_lightning.models.mamba_step_kernels.gemv`).
+    autotune: on the first graph capture, time every step variant (fused or not x gemv; ``triton``
+        only where the fused step's Triton is there) as a graph
         and keep the fastest (``self.tuning`` holds the ms per step of each).
     """
 
@@ -90,8 +91,8 @@ class MambaDecoder:
         gemv: str = "linear",
         autotune: bool = False,
     ) -> None:
-        if gemv not in ("linear", "mv"):
-            raise ValueError(f"gemv must be 'linear' or 'mv', got {gemv!r}")
+        if gemv not in ("linear", "mv", "triton"):
+            raise ValueError(f"gemv must be 'linear', 'mv' or 'triton', got {gemv!r}")
         self.model = model
         cfg = model.config
         self.layers = model.backbone.layers
@@ -133,9 +134,13 @@ class MambaDecoder:
             return None
 
     def _linear(self, x: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
-        if self.gemv == "mv" and x.shape[0] == 1:
+        if x.shape[0] == 1 and self.gemv == "mv":
             out = torch.mv(layer.weight, x[0])[None]
             return out if layer.bias is None else out + layer.bias
+        if x.shape[0] == 1 and self.gemv == "triton":
+            from mmssm_lightning.models.mamba_step_kernels import gemv
+
+            return gemv(x, layer)
         return layer(x)
 
     # -- prefill -----------------------------------------------------------------------------
@@ -226,8 +231,8 @@ class MambaDecoder:
         """Capture each step variant, time its replays, keep the fastest (states restored after)."""
         saved = (self.tokens.clone(), self.conv_state.clone(), self.ssm_state.clone())
         fused = self.fused
-        variants = [(f, g) for f in dict.fromkeys([fused, None]) for g in ("linear", "mv")
-                    if g == "linear" or self.batch_size == 1]
+        gemvs = ("linear",) if self.batch_size > 1 else ("linear", "mv") if fused is None else ("linear", "mv", "triton")
+        variants = [(f, g) for f in dict.fromkeys([fused, None]) for g in gemvs]
         for f, g in variants:
             self.fused, self.gemv = f, g
             self._capture()
