@@ -89,6 +89,10 @@ def test_decoder_on_gpu_kernels_and_cuda_graph_match_full_recompute(fused_step):
             assert torch.equal(graphed.prefill(embeds), eager.prefill(embeds))
             assert torch.allclose(graphed.conv_state, eager.conv_state, rtol=0, atol=1e-6)
             assert torch.allclose(graphed.ssm_state, eager.ssm_state, rtol=1e-5, atol=1e-6)
+        # cuBLAS may pick other kernels under capture, so the states agree to rounding, not bits; from
+        # one state, the decoders (the graphed prefill's memory pool live beside the step's) agree exactly
+        for dst, src in ((eager.conv_state, graphed.conv_state), (eager.ssm_state, graphed.ssm_state)):
+            dst.copy_(src)
         assert torch.equal(graphed.decode(11), eager.decode(11))
         shorter = embeds[:, :25]
         assert torch.equal(graphed.generate(shorter, 12), _greedy_by_full_recompute(model, shorter, 12))
