@@ -33,23 +33,27 @@ MAX_BATCH = 16  # the grids hold one program per batch row: larger batches take 
 def _conv_x_proj(
     xz_ptr, conv_state_ptr, conv_w_ptr, conv_b_ptr, xproj_w_ptr, xc_ptr, part_ptr,
     B, D, E, stride_xz, stride_cs_b, stride_cs_d,
-    HAS_CONV_BIAS: tl.constexpr, KC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr,
+    HAS_CONV_BIAS: tl.constexpr, KC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_E: tl.constexpr,
 ):
     pid = tl.program_id(0)
     b = tl.program_id(1)
     ch = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     cm = ch < D
     x = tl.load(xz_ptr + b * stride_xz + ch, mask=cm, other=0.0)
-    cs = conv_state_ptr + b * stride_cs_b + ch * stride_cs_d
-    out = tl.zeros([BLOCK_N], dtype=tl.float32)
+    ks = tl.arange(0, BLOCK_K)
+    km = cm[:, None] & (ks[None, :] < KC)
+    cs = conv_state_ptr + b * stride_cs_b + ch[:, None] * stride_cs_d + ks[None, :]
+    # the window shifted left by one, x appended: read whole, then (after every thread has read:
+    # a tile element may live in several threads) written whole
+    win = tl.load(cs + 1, mask=cm[:, None] & (ks[None, :] < KC - 1), other=0.0)
+    win = tl.where(ks[None, :] == KC - 1, x[:, None].to(win.dtype), win)
+    w = tl.load(conv_w_ptr + ch[:, None] * KC + ks[None, :], mask=km, other=0.0)
+    out = tl.sum(win.to(tl.float32) * w.to(tl.float32), axis=1)
     if HAS_CONV_BIAS:
         out += tl.load(conv_b_ptr + ch, mask=cm, other=0.0).to(tl.float32)
-    for j in tl.static_range(KC - 1):  # shift the window left by one
-        s = tl.load(cs + (j + 1), mask=cm, other=0.0)
-        tl.store(cs + j, s, mask=cm)
-        out += s.to(tl.float32) * tl.load(conv_w_ptr + ch * KC + j, mask=cm, other=0.0).to(tl.float32)
-    tl.store(cs + (KC - 1), x.to(conv_state_ptr.dtype.element_ty), mask=cm)
-    out += x.to(tl.float32) * tl.load(conv_w_ptr + ch * KC + (KC - 1), mask=cm, other=0.0).to(tl.float32)
+    tl.debug_barrier()
+    tl.store(cs, win, mask=km)
     xc = (out * tl.sigmoid(out)).to(xc_ptr.dtype.element_ty)
     tl.store(xc_ptr + b * D + ch, xc, mask=cm)
     xc = xc.to(tl.float32)
@@ -94,6 +98,7 @@ def _ssm_update(
     sp = state_ptr + b * D * N + ch[:, None] * N + ns[None, :]
     h = tl.load(sp, mask=sm, other=0.0)
     h = h * tl.exp(dt[:, None] * A) + (dt * x)[:, None] * Bv[None, :]
+    tl.debug_barrier()  # every thread holding a copy of an element has read it before it is overwritten
     tl.store(sp, h, mask=sm)
     y = tl.sum(h * Cv[None, :], axis=1) + tl.load(Dp_ptr + ch, mask=cmask, other=0.0).to(tl.float32) * x
     y = y * z * tl.sigmoid(z)
@@ -166,7 +171,8 @@ class FusedMixerStep:
         _conv_x_proj[(self.n_parts, b)](
             xz, cs, self.conv_w[i], m.conv1d.bias, m.x_proj.weight, self.xc, self.part,
             b, D, E, xz.stride(0), cs.stride(0), cs.stride(1),
-            HAS_CONV_BIAS=m.conv1d.bias is not None, KC=self.d_conv, BLOCK_N=self.block_n, BLOCK_E=64 * triton.cdiv(E, 64),
+            HAS_CONV_BIAS=m.conv1d.bias is not None, KC=self.d_conv, BLOCK_N=self.block_n,
+            BLOCK_K=triton.next_power_of_2(self.d_conv), BLOCK_E=64 * triton.cdiv(E, 64),
         )
         _ssm_update[(triton.cdiv(D, self.block_d), b)](
             self.part, self.n_parts, self.xc, xz, m.dt_proj.weight, m.dt_proj.bias, self.A[i], m.D,
