@@ -67,7 +67,7 @@ def test_decoder_prefill_state_equals_stepping_the_prompt():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-@pytest.mark.parametrize("fused_step", [None, False])
+@pytest.mark.parametrize("fused_step", [True, False])
 def test_decoder_on_gpu_kernels_and_cuda_graph_match_full_recompute(fused_step):
     from mmssm_lightning.models.mamba_decode import _step_kernels
 

@@ -9,10 +9,11 @@ the step (all layers, final norm, LM head and the argmax) as one graph removes t
 
 The prefill takes ``inputs_embeds``, so the image tokens of a VLM go in as they are; it runs the
 same kernels as training (``causal_conv1d_fn``, ``selective_scan_fn`` with the last state kept).
-On a GPU a layer's step is the fused add+norm, two cuBLAS GEMVs and two Triton kernels for all
-between them (:mod:`~mmssm_lightning.models.mamba_step_kernels`: at batch 1 the step is as much
-kernel count as bytes); with ``fused_step=False`` it takes one kernel per op: ``causal_conv1d_update``,
-``selective_state_update`` and ``mamba_ssm``'s fused residual-add + RMSNorm. Without the kernels
+On a GPU the step takes one kernel per op: the two GEMVs (cuBLAS, or at batch 1 a Triton GEMV
+that streams faster), ``causal_conv1d_update``, ``x_proj``, ``dt_proj``, ``selective_state_update``
+and ``mamba_ssm``'s fused residual-add + RMSNorm; ``fused_step`` replaces the four between the
+GEMVs by two Triton kernels (:mod:`~mmssm_lightning.models.mamba_step_kernels`), and ``autotune``
+times each combination on the GPU at hand. Without the kernels
 those fall back to PyTorch, which is how the CPU tests check the decoder against the model's own
 forward (and the Triton step, in Triton's interpreter, against the PyTorch step). The residual stream
 is float32 when ``residual_in_fp32``, as in HF's ``MambaBlock``; the fused norm (prefill and step
@@ -43,6 +44,15 @@ def _step_kernels() -> tuple | None:
     return causal_conv1d_update, selective_state_update, layer_norm_fn
 
 
+@lru_cache(maxsize=1)
+def _has_triton() -> bool:
+    try:
+        import mmssm_lightning.models.mamba_step_kernels  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _conv_update_torch(x, conv_state, weight, bias):
     """x (b, d); conv_state (b, d, k) shifted left in place, x appended; depthwise conv + SiLU."""
     conv_state.copy_(torch.roll(conv_state, shifts=-1, dims=-1))
@@ -68,16 +78,16 @@ class MambaDecoder:
     cuda_graph: capture the decode step on a GPU (ignored on CPU).
     backend: ``auto`` | ``cuda`` | ``torch`` for the kernels (see :mod:`~mmssm_lightning.models.ssm`).
     fused_step: the mixer's step as two GEMVs around two Triton kernels (:mod:`~mmssm_lightning.models.mamba_step_kernels`).
-        ``None``: where it applies (kernel backend on a GPU, Triton importable, batch <= 16);
-        ``True``: required (also on CPU tensors under ``TRITON_INTERPRET=1``, as the tests run it);
-        ``False``: one kernel per op.
+        ``True``: used (also on CPU tensors under ``TRITON_INTERPRET=1``, as the tests run it);
+        ``False``: one kernel per op; ``None``: one kernel per op unless ``autotune`` finds the
+        fused step faster (on an H200 it is not: 2.87 vs 2.80 ms per step for Mamba-2.8B).
     graph_prefill: replay the prefill from a CUDA graph per prompt shape (GPU; for repeated shapes,
         see :mod:`~mmssm_lightning.models.cuda_graph`).
     gemv: ``linear`` | ``mv`` | ``triton``: how in_proj / out_proj multiply at batch 1 (cuBLAS's
         ``F.linear`` or ``torch.mv`` kernels, or :func:`~mmssm_lightning.models.mamba_step_kernels.gemv`).
-    autotune: on the first graph capture, time every step variant (fused or not x gemv; ``triton``
-        only where the fused step's Triton is there) as a graph
-        and keep the fastest (``self.tuning`` holds the ms per step of each).
+    autotune: on the first graph capture, time every step variant (fused step or not, unless
+        ``fused_step`` says; x each gemv at batch 1, ``triton`` where Triton is there) as a graph and
+        keep the fastest (``self.tuning`` holds the ms per step of each).
     """
 
     def __init__(
@@ -114,14 +124,18 @@ class MambaDecoder:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.tokens = torch.zeros(batch_size, dtype=torch.long, device=self.device)
         self.gemv = gemv
-        self.fused = self._fused_step(fused_step)
         self.autotune = autotune and self.use_graph
+        # the fused step is built where it may be used: asked for, or a candidate of the autotuning
+        wanted = fused_step if fused_step is not None else (None if self.autotune else False)
+        self._fused_candidate = self._fused_step(wanted)
+        self.fused = self._fused_candidate if fused_step else None
         self.tuning: dict[str, float] = {}
         self._prefill = lambda x: self._forward(x, self._mixer_prefill)
         if graph_prefill and self.device.type == "cuda":
             self._prefill = CudaGraphed(self._prefill)
 
     def _fused_step(self, wanted: bool | None):
+        """``wanted``: True (must build), None (build if possible), False (do not)."""
         if wanted is False or (wanted is None and self.kernels is None):
             return None
         try:
@@ -230,9 +244,10 @@ class MambaDecoder:
     def _tune(self, replays: int = 20) -> None:
         """Capture each step variant, time its replays, keep the fastest (states restored after)."""
         saved = (self.tokens.clone(), self.conv_state.clone(), self.ssm_state.clone())
-        fused = self.fused
-        gemvs = ("linear",) if self.batch_size > 1 else ("linear", "mv") if fused is None else ("linear", "mv", "triton")
-        variants = [(f, g) for f in dict.fromkeys([fused, None]) for g in gemvs]
+        fused = self._fused_candidate
+        gemvs = ("linear",) if self.batch_size > 1 else ("linear", "mv") + (("triton",) if _has_triton() else ())
+        fusions = [fused] if self.fused is not None else dict.fromkeys([fused, None])
+        variants = [(f, g) for f in fusions for g in gemvs]
         for f, g in variants:
             self.fused, self.gemv = f, g
             self._capture()
