@@ -1,7 +1,6 @@
 """Where a Mamba-2.8B VLM's generation time goes, and the fused step's tile sweep (GPU).
 usage: python3 scripts/profile_decode.py OUT_JSON [OUT_TXT]   (the Cobra-shaped model of conf/bench.yaml)
 
-* the layer's four GEMVs at batch 1 (F.linear vs torch.mv);
 * ms per decode step, CUDA graph, op-by-op vs fused step at several tiles, x gemv, batch 1 and 8;
 * the prefill split into image encoding + splice and the LLM's prompt pass, eager and graphed;
 * kernel tables of both steps (10 un-graphed steps each) into OUT_TXT.
@@ -46,26 +45,6 @@ def ms_per_step(dec: MambaDecoder, n: int = 200) -> float:
     times = [_timed(lambda: [dec.step() for _ in range(n)], dev) / n * 1e3 for _ in range(3)]
     return statistics.median(times)
 
-
-# the four GEMVs of a layer at batch 1, over all 64 layers' weights (as a step reads them), one graph
-layers = lm.backbone.layers
-for proj in ("in_proj", "x_proj", "dt_proj", "out_proj"):
-    ws = [getattr(layer.mixer, proj).weight for layer in layers]
-    xs = [torch.randn(1, w.shape[1], device=dev, dtype=w.dtype) for w in ws]
-    row = {"gemv": proj, "shape": list(ws[0].shape), "MB_per_layer": ws[0].numel() * ws[0].element_size() / 1e6}
-    for how, fn in (("linear", lambda w, x: torch.nn.functional.linear(x, w)), ("mv", lambda w, x: torch.mv(w, x[0]))):
-        for w, x in zip(ws, xs):
-            fn(w, x)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            for w, x in zip(ws, xs):
-                fn(w, x)
-        g.replay()
-        us = statistics.median(_timed(g.replay, dev) for _ in range(5)) / len(ws) * 1e6
-        row[f"{how}_us"] = us
-        row[f"{how}_TBps"] = row["MB_per_layer"] / us
-    result.setdefault("gemv", []).append(row)
-    print(json.dumps(row), flush=True)
 
 variants = [("ops", "linear", None), ("ops", "mv", None)] + [
     ("fused", "linear", dict(block_n=bn, block_d=bd)) for bn, bd in [(64, 32), (64, 64), (64, 16), (128, 32)]

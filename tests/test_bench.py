@@ -22,7 +22,7 @@ def test_generation_protocol_bookkeeping(tmp_path):
             "new_tokens=6", "batch_sizes=[1,2]", "repeats=2", "dtype=float32", f"output={tmp_path}/gen.json"])
     report = run_generation(cfg)
     assert json.loads((tmp_path / "gen.json").read_text()) == json.loads(json.dumps(report))
-    for name, path in (("cobra", "mamba_static_state"), ("pythia_vl", "hf_generate_static_cache")):
+    for name, path in (("cobra", "mamba_static_state_op_kernels_linear"), ("pythia_vl", "hf_generate_static_cache")):
         entry = report["models"][name]
         assert "error" not in entry, entry.get("error")
         assert entry["visual_tokens"] == 64

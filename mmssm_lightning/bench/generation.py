@@ -5,7 +5,8 @@ running from image encoding to the last token, ``tokens/s = 256 / total``.
 Prefill (image encoding + splice + the prompt's forward, up to the first token) and decode (the
 other 255 tokens) are timed apart with CUDA events after warm-up, median of ``repeats`` runs, at
 batch 1 and batched (the same image and prompt in every row). Decoding takes the fastest path the
-stack has: for Mamba a static-state step (fused Triton kernels) captured as one CUDA graph
+stack has: for Mamba a static-state step captured as one CUDA graph, its variant (op kernels or
+the fused Triton step, cuBLAS or Triton GEMVs) autotuned on the GPU at hand
 (:class:`~mmssm_lightning.models.mamba_decode.MambaDecoder`); for Transformers Hugging Face
 ``generate`` with a static KV cache, which compiles the decode step. With ``cuda_graph`` the
 image towers + projector, and the Mamba prompt pass, replay from CUDA graphs too (the protocol

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 
 class CudaGraphed:
@@ -45,13 +48,21 @@ class CudaGraphed:
 
     def _capture(self, args: tuple[torch.Tensor, ...]):
         inputs = tuple(a.clone() for a in args)
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):  # warm-up: allocator, cuBLAS handles, Triton compilation
-            for _ in range(2):
-                self.fn(*inputs)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = self.fn(*inputs)
+        graph, out = capture(lambda: self.fn(*inputs))
         return graph, inputs, out
+
+
+def capture(fn: Callable[[], T], warmup: int = 2) -> tuple[torch.cuda.CUDAGraph, T]:
+    """Run ``fn`` ``warmup`` times on a side stream (allocator, cuBLAS handles, Triton compilation
+    stay out of the graph), then capture one call; returns the graph and that call's output.
+    The warm-up runs for real: a caller whose ``fn`` updates state restores it after."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out

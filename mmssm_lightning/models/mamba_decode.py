@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from transformers import MambaForCausalLM
 
-from mmssm_lightning.models.cuda_graph import CudaGraphed
+from mmssm_lightning.models.cuda_graph import CudaGraphed, capture
 from mmssm_lightning.models.ssm import causal_conv1d, selective_scan, use_kernels
 
 
@@ -228,18 +228,10 @@ class MambaDecoder:
         return self._linear(y, m.out_proj)
 
     def _capture(self) -> None:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
         saved = (self.tokens.clone(), self.conv_state.clone(), self.ssm_state.clone())
-        with torch.cuda.stream(stream):
-            for _ in range(2):  # warm up allocator and Triton autotuning outside the graph
-                self._step()
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self._step()
+        self.graph, _ = capture(self._step)
         for dst, src in zip((self.tokens, self.conv_state, self.ssm_state), saved):
-            dst.copy_(src)  # warm-up and capture advanced the state: restore it
+            dst.copy_(src)  # the warm-up advanced the state: restore it
 
     def _tune(self, replays: int = 20) -> None:
         """Capture each step variant, time its replays, keep the fastest (states restored after)."""
