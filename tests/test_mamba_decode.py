@@ -38,13 +38,17 @@ def test_decoder_matches_full_recompute_greedy(residual_in_fp32):
         dec.prefill(embeds[:2])
 
 
-def test_decoder_gemv_mv_at_batch_1():
+@pytest.mark.parametrize("gemv", ["mv", "triton"])
+def test_decoder_gemvs_at_batch_1(gemv):
+    if gemv == "triton":
+        pytest.importorskip("triton")
     torch.manual_seed(4)
     model = _tiny_mamba().to(DEVICE)
     embeds = torch.randn(1, 6, 32, device=DEVICE)
     with torch.no_grad():
         want = _greedy_by_full_recompute(model, embeds, 6)
-        assert torch.equal(MambaDecoder(model, 1, cuda_graph=False, backend="torch", gemv="mv").generate(embeds, 6), want)
+        dec = MambaDecoder(model, 1, cuda_graph=False, backend="torch", fused_step=False, gemv=gemv)
+        assert torch.equal(dec.generate(embeds, 6), want)
     with pytest.raises(ValueError, match="gemv"):
         MambaDecoder(model, 1, gemv="gemm")
 
@@ -141,7 +145,10 @@ def test_triton_gemv_at_batch_1(step_kernels):
     for n, k in ((40, 24), (24, 40), (300, 100)):  # tall, wide, neither a multiple of the tiles
         layer = torch.nn.Linear(k, n, bias=n == 300).to(dev)
         x = torch.randn(1, k, device=dev)
-        assert torch.allclose(step_kernels.gemv(x, layer), layer(x), atol=1e-5, rtol=1e-5)
+        assert torch.allclose(step_kernels.gemv(x, layer.weight, layer.bias), layer(x), atol=1e-5, rtol=1e-5)
+    strided = torch.randn(1, 64, device=dev)[:, ::2]  # a column slice, as x_proj's dt part is
+    w = torch.randn(8, 32, device=dev)
+    assert torch.allclose(step_kernels.gemv(strided, w), strided @ w.t(), atol=1e-5, rtol=1e-5)
 
 
 def test_fused_decoder_matches_full_recompute_greedy(step_kernels):

@@ -83,8 +83,9 @@ class MambaDecoder:
         fused step faster (on an H200 it is not: 2.87 vs 2.80 ms per step for Mamba-2.8B).
     graph_prefill: replay the prefill from a CUDA graph per prompt shape (GPU; for repeated shapes,
         see :mod:`~mmssm_lightning.models.cuda_graph`).
-    gemv: ``linear`` | ``mv`` | ``triton``: how in_proj / out_proj multiply at batch 1 (cuBLAS's
-        ``F.linear`` or ``torch.mv`` kernels, or :func:`~mmssm_lightning.models.mamba_step_kernels.gemv`).
+    gemv: ``linear`` | ``mv`` | ``triton``: how the step's projections multiply at batch 1 (cuBLAS's
+        ``F.linear`` or ``torch.mv`` kernels, or :func:`~mmssm_lightning.models.mamba_step_kernels.gemv`;
+        the fused step keeps x_proj / dt_proj inside its kernels).
     autotune: on the first graph capture, time every step variant (fused step or not, unless
         ``fused_step`` says; x each gemv at batch 1, ``triton`` where Triton is there) as a graph and
         keep the fastest (``self.tuning`` holds the ms per step of each).
@@ -147,15 +148,17 @@ class MambaDecoder:
                 raise
             return None
 
-    def _linear(self, x: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
+    def _linear(self, x: torch.Tensor, layer: torch.nn.Linear, bias: bool = True) -> torch.Tensor:
+        """``layer(x)`` (without its bias if not ``bias``) through the chosen GEMV at batch 1."""
+        b = layer.bias if bias else None
         if x.shape[0] == 1 and self.gemv == "mv":
             out = torch.mv(layer.weight, x[0])[None]
-            return out if layer.bias is None else out + layer.bias
+            return out if b is None else out + b
         if x.shape[0] == 1 and self.gemv == "triton":
             from mmssm_lightning.models.mamba_step_kernels import gemv
 
-            return gemv(x, layer)
-        return layer(x)
+            return gemv(x, layer.weight, b)
+        return F.linear(x, layer.weight, b)
 
     # -- prefill -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -219,8 +222,8 @@ class MambaDecoder:
             x = conv_update(x, self.conv_state[i], w, m.conv1d.bias, "silu")
         else:
             x = _conv_update_torch(x, self.conv_state[i], w, m.conv1d.bias)
-        dt, B, C = m.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = dt @ m.dt_proj.weight.t()
+        dt, B, C = self._linear(x, m.x_proj).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = self._linear(dt, m.dt_proj, bias=False)  # the state update adds the bias before softplus
         if self.kernels is not None:
             y = state_update(self.ssm_state[i], x, dt, self.A[i], B, C, m.D, z=z, dt_bias=m.dt_proj.bias, dt_softplus=True)
         else:

@@ -21,6 +21,7 @@ rounded to the weights' dtype; the SSM state and its arithmetic are float32.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -118,16 +119,23 @@ def _gemv_rows(x_ptr, w_ptr, y_ptr, N, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.con
     tl.store(y_ptr + rows, tl.sum(acc, axis=1).to(y_ptr.dtype.element_ty), mask=rows < N)
 
 
-def gemv(x: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
-    """``layer(x)`` for x (1, K): at batch 1 this streams Mamba-2.8B's in_proj at 3.6 TB/s and
-    out_proj at 2.8 where cuBLAS reaches 3.5 and 2.4 (H200, scripts/bench_gemv.py, whose sweep
-    picked these tiles: tall matrices 8 rows x 256, wide ones 4 x 512)."""
-    w = layer.weight
-    n, k = w.shape
+def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for x (1, K). On an H200 this streams Mamba-2.8B's in_proj at
+    3.6 TB/s and out_proj at 2.8 where cuBLAS reaches 3.5 and 2.4 (scripts/bench_gemv.py, whose
+    sweep picked the tiles: tall matrices 8 rows x 256, wide ones 4 x 512). Rows per program shrink
+    until the grid has two programs per multiprocessor, so small matrices still fill the GPU."""
+    n, k = weight.shape
     bn, bk, warps, stages = (8, 256, 4, 3) if n >= k else (4, 512, 8, 1)
-    y = torch.empty(1, n, device=x.device, dtype=w.dtype)
-    _gemv_rows[(triton.cdiv(n, bn),)](x.contiguous(), w, y, n, k, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)
-    return y if layer.bias is None else y + layer.bias
+    while bn > 1 and triton.cdiv(n, bn) < 2 * _multiprocessors(x.device):
+        bn //= 2
+    y = torch.empty(1, n, device=x.device, dtype=weight.dtype)
+    _gemv_rows[(triton.cdiv(n, bn),)](x.contiguous(), weight, y, n, k, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)
+    return y if bias is None else y + bias
+
+
+@functools.lru_cache
+def _multiprocessors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
 
 
 class FusedMixerStep:
