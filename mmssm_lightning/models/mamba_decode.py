@@ -80,7 +80,7 @@ class MambaDecoder:
     fused_step: the mixer's step as two GEMVs around two Triton kernels (:mod:`~mmssm_lightning.models.mamba_step_kernels`).
         ``True``: used (also on CPU tensors under ``TRITON_INTERPRET=1``, as the tests run it);
         ``False``: one kernel per op; ``None``: one kernel per op unless ``autotune`` finds the
-        fused step faster (on an H200 it is not: 2.87 vs 2.80 ms per step for Mamba-2.8B).
+        fused step faster (on an H200 it is not: 2.87 vs 2.48 ms per step for Mamba-2.8B).
     graph_prefill: replay the prefill from a CUDA graph per prompt shape (GPU; for repeated shapes,
         see :mod:`~mmssm_lightning.models.cuda_graph`).
     gemv: ``linear`` | ``mv`` | ``triton``: how the step's projections multiply at batch 1 (cuBLAS's

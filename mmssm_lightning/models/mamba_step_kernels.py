@@ -6,14 +6,16 @@ bandwidth), but the op-by-op step takes 3.0 ms: per layer in_proj + out_proj thr
 at 3.5 / 2.4 TB/s (26 us), and five small kernels (conv update, x_proj, dt_proj, state update,
 add+norm) cost ~2-7 us each. Two things here, both measured in experiments/benchmarks/README.md:
 
-* :func:`gemv`: a row-block GEMV for batch 1 (3.6 / 2.8 TB/s on those two matrices): 3.02 -> 2.80 ms.
+* :func:`gemv`: a row-block GEMV for batch 1 (3.6 / 2.8 TB/s on those two matrices, and x_proj /
+  dt_proj faster than cuBLAS's split-K): 3.02 -> 2.48 ms per step with all four projections.
 * :class:`FusedMixerStep`: the four ops between the GEMVs as two kernels,
   ``_conv_x_proj`` (the causal-conv window update + SiLU for a block of channels, and that block's
   share of ``x_proj``: one partial sum per block, summed by the next kernel, so no atomics and
   nothing to zero) and ``_ssm_update`` (x_proj's sum -> ``dt_proj`` + bias + softplus,
   ``h = exp(dt A) h + dt B x``, ``y = C h + D x``, gated by ``SiLU(z)``). Fewer launches, but
   each program re-reads the partials and the window is shifted in place behind a barrier: 2.87 ms
-  against 2.80, so the decoder's autotuning keeps the op kernels on an H200.
+  against 2.80 with Triton GEMVs for in_proj / out_proj (2.48 with all four), so the decoder's
+  autotuning keeps the op kernels on an H200.
 
 Rounding follows the op-by-op bf16 layer: in_proj, the conv output, x_proj and dt_proj outputs are
 rounded to the weights' dtype; the SSM state and its arithmetic are float32.
