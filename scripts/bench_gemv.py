@@ -1,6 +1,6 @@
 """Batch-1 GEMV: cuBLAS (``mm`` and ``mv``) vs a plain Triton row-block GEMV, over 64 layers of Mamba-2.8B-
 shaped weights in one CUDA graph (as a decode step reads them: no weight is in L2 when it is read).
-usage: python3 scripts/bench_gemv.py OUT_JSON     (GPU)
+usage: python3 scripts/bench_gemv.py OUT_JSON     (GPU; the repository on PYTHONPATH, as device_setup.sh sets)
 
 Decides whether the fused decode step should own its GEMVs: at batch 1 the step is ~26 us of
 in_proj + out_proj per layer through cuBLAS (3.2 and 2.4 TB/s), against 19 us at copy bandwidth.
@@ -13,20 +13,8 @@ import sys
 
 import torch
 import torch.nn.functional as F
-import triton
-import triton.language as tl
 
-
-@triton.jit
-def _gemv_rows(x_ptr, w_ptr, y_ptr, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """y[rows] = W[rows, :] @ x; products accumulated elementwise, reduced once at the end."""
-    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        w = tl.load(w_ptr + rows[:, None] * K + ks[None, :])
-        acc += w.to(tl.float32) * tl.load(x_ptr + ks).to(tl.float32)[None, :]
-    tl.store(y_ptr + rows, tl.sum(acc, axis=1).to(y_ptr.dtype.element_ty))
+from mmssm_lightning.models.mamba_step_kernels import _gemv_rows
 
 
 def graph_us(fn, ws, xs, ys) -> float:
@@ -67,7 +55,7 @@ def main() -> None:
                 continue
 
             def fn(w, x, y, bn=bn, bk=bk, nw=nw, ns=ns):
-                _gemv_rows[(n // bn,)](x, w, y, k, BLOCK_N=bn, BLOCK_K=bk, num_warps=nw, num_stages=ns)
+                _gemv_rows[(n // bn,)](x, w, y, n, k, BLOCK_N=bn, BLOCK_K=bk, num_warps=nw, num_stages=ns)
 
             try:
                 us = graph_us(fn, ws, xs, ys)

@@ -127,6 +127,7 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
     sweep picked the tiles: tall matrices 8 rows x 256, wide ones 4 x 512). Rows per program shrink
     until the grid has two programs per multiprocessor, so small matrices still fill the GPU."""
     n, k = weight.shape
+    weight = weight.contiguous()  # a no-op for nn.Linear weights: the kernel reads rows of K
     bn, bk, warps, stages = (8, 256, 4, 3) if n >= k else (4, 512, 8, 1)
     while bn > 1 and triton.cdiv(n, bn) < 2 * _multiprocessors(x.device):
         bn //= 2
