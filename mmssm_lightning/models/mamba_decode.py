@@ -142,7 +142,8 @@ class MambaDecoder:
         try:
             from mmssm_lightning.models.mamba_step_kernels import FusedMixerStep
 
-            return FusedMixerStep(self.model, self.batch_size, self.conv_state, self.ssm_state, linear=self._linear)
+            return FusedMixerStep(self.model, self.batch_size, self.conv_state, self.ssm_state, linear=self._linear,
+                                  A=self.A)
         except (ImportError, ValueError):
             if wanted:
                 raise

@@ -152,10 +152,12 @@ class FusedMixerStep:
         block_n: channels per ``_conv_x_proj`` program (one x_proj partial each).
         block_d: channels per ``_ssm_update`` program.
         linear: ``(x, layer) -> y`` for in_proj / out_proj (the decoder's choice of GEMV).
+        A: per layer ``-exp(A_log)`` in float32, where the caller holds it already.
     """
 
     def __init__(self, model, batch_size: int, conv_state: torch.Tensor, ssm_state: torch.Tensor,
-                 block_n: int = 64, block_d: int = 32, linear: Callable = lambda x, layer: layer(x)) -> None:
+                 block_n: int = 64, block_d: int = 32, linear: Callable = lambda x, layer: layer(x),
+                 A: list[torch.Tensor] | None = None) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise ValueError(f"the fused Mamba step runs batch 1..{MAX_BATCH}, got {batch_size}")
         layers = model.backbone.layers
@@ -169,7 +171,7 @@ class FusedMixerStep:
         self.n_parts = triton.cdiv(self.d_inner, block_n)
         self.batch_size = batch_size
         self.conv_state, self.ssm_state = conv_state, ssm_state
-        self.A = [-torch.exp(layer.mixer.A_log.float()).contiguous() for layer in layers]
+        self.A = A if A is not None else [-torch.exp(layer.mixer.A_log.float()) for layer in layers]
         self.conv_w = [layer.mixer.conv1d.weight.squeeze(1).contiguous() for layer in layers]
         w = m.in_proj.weight
         self.xc = torch.zeros(batch_size, self.d_inner, device=w.device, dtype=w.dtype)
