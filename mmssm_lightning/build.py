@@ -41,7 +41,9 @@ def build_datamodule(cfg: DictConfig, model: VisionLanguageModel) -> VLMDataModu
     """The data module; tokens the data needs that the LLM lacks are added to it here, before the
     training stage freezes parts and the optimizer sees the parameters."""
     prompt = instantiate(cfg.prompt)
-    transform = ImageTransform(model.vision.image_size, model.vision.resize) if model.vision is not None else None
+    transform = (
+        ImageTransform(model.vision.image_size, model.vision.resize) if model.vision is not None else None
+    )
     # Objects go in through a partial: instantiate() would turn a dataclass kwarg into a config node.
     factory = instantiate(cfg.data, _partial_=True, _convert_="all")
     dm = factory(tokenizer=model.tokenizer, prompt=prompt, transform=transform)
@@ -54,10 +56,16 @@ def world_size(trainer_cfg: DictConfig) -> int:
     """Devices x nodes as Lightning will count them (for the global-batch arithmetic)."""
     devices = trainer_cfg.get("devices", 1)
     if isinstance(devices, str) and devices != "auto":
-        devices = int(devices) if devices.lstrip("-").isdigit() else len([d for d in devices.split(",") if d.strip()])
+        devices = (
+            int(devices)
+            if devices.lstrip("-").isdigit()
+            else len([d for d in devices.split(",") if d.strip()])
+        )
     if devices in ("auto", -1):
         accel = trainer_cfg.get("accelerator", "cpu")
-        devices = torch.cuda.device_count() if accel in ("gpu", "cuda", "auto") and torch.cuda.is_available() else 1
+        devices = (
+            torch.cuda.device_count() if accel in ("gpu", "cuda", "auto") and torch.cuda.is_available() else 1
+        )
     if isinstance(devices, (list, tuple)):
         devices = len(devices)
     return int(devices) * int(trainer_cfg.get("num_nodes", 1))

@@ -23,7 +23,9 @@ def block_classes(names: Sequence[str]) -> set[type]:
     return classes
 
 
-def mixed_precision(param_dtype: str = "float32", reduce_dtype: str = "float32", buffer_dtype: str = "float32"):
+def mixed_precision(
+    param_dtype: str = "float32", reduce_dtype: str = "float32", buffer_dtype: str = "float32"
+):
     """FSDP's ``MixedPrecision`` from dtype names. The default keeps FSDP itself in float32 and
     leaves bf16 to autocast (Lightning's ``bf16-mixed``): Mamba's A_log, D and dt bias enter the
     scan in float32, as in ``mamba_ssm``'s own AMP training, and gradients stay float32, which
@@ -32,5 +34,8 @@ def mixed_precision(param_dtype: str = "float32", reduce_dtype: str = "float32",
     import torch
     from torch.distributed.fsdp import MixedPrecision
 
-    return MixedPrecision(param_dtype=getattr(torch, param_dtype), reduce_dtype=getattr(torch, reduce_dtype),
-                          buffer_dtype=getattr(torch, buffer_dtype))
+    return MixedPrecision(
+        param_dtype=getattr(torch, param_dtype),
+        reduce_dtype=getattr(torch, reduce_dtype),
+        buffer_dtype=getattr(torch, buffer_dtype),
+    )

@@ -10,8 +10,6 @@ import os
 import sys
 from pathlib import Path
 
-import mmssm_lightning  # noqa: F401  (torchvision compatibility shim before timm/transformers)
-
 import hydra
 import lightning as L
 from hydra.errors import InstantiationException
@@ -20,13 +18,13 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+import mmssm_lightning  # noqa: F401  (torchvision compatibility shim before timm/transformers)
 from mmssm_lightning.build import build_callbacks, build_datamodule, build_loggers, build_model, world_size
+from mmssm_lightning.constants import CONF_DIR
 from mmssm_lightning.data.datamodule import accumulation_steps
 from mmssm_lightning.eval.report import results_table, write_results
 from mmssm_lightning.lit.module import VLMModule, load_weights
 from mmssm_lightning.utils import print_config_tree, save_run_info
-
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def run(cfg: DictConfig) -> dict:
@@ -62,7 +60,9 @@ def run(cfg: DictConfig) -> dict:
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
     payload: dict = {}
     if cfg.evaluate and not dm.has_split("test"):
-        print("evaluate: data.test is not set, no test split to score (benchmarks: mmssm-eval)", file=sys.stderr)
+        print(
+            "evaluate: data.test is not set, no test split to score (benchmarks: mmssm-eval)", file=sys.stderr
+        )
     elif cfg.evaluate:
         ckpt = None if cfg.train else cfg.ckpt_path
         trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False)
@@ -76,7 +76,11 @@ def run(cfg: DictConfig) -> dict:
 
 
 def _report(cfg: DictConfig, dm, module: VLMModule, trainer: L.Trainer, output_dir: Path) -> dict:
-    metrics = {k.removeprefix("test/acc/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/acc/")}
+    metrics = {
+        k.removeprefix("test/acc/"): float(v)
+        for k, v in trainer.callback_metrics.items()
+        if k.startswith("test/acc/")
+    }
     baseline = dm.baseline(module.test_acc)
     counts = dm.task_counts()
     payload = {
@@ -88,7 +92,11 @@ def _report(cfg: DictConfig, dm, module: VLMModule, trainer: L.Trainer, output_d
         "counts": dict(counts),
         "predictions": module.predictions[:50],
     }
-    _print_and_save(payload, output_dir, title=f"{cfg.experiment_name}: test accuracy (%) after {trainer.global_step} steps")
+    _print_and_save(
+        payload,
+        output_dir,
+        title=f"{cfg.experiment_name}: test accuracy (%) after {trainer.global_step} steps",
+    )
     return payload
 
 

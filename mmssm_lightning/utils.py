@@ -7,11 +7,22 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-PRINT_ORDER = ("experiment_name", "encoder", "projector", "scan", "llm", "prompt", "data", "stage", "optim", "module", "trainer")
+PRINT_ORDER = (
+    "experiment_name",
+    "encoder",
+    "projector",
+    "scan",
+    "llm",
+    "prompt",
+    "data",
+    "stage",
+    "optim",
+    "module",
+    "trainer",
+)
 
 
 def git_state(repo: Path | None = None) -> dict:
@@ -20,7 +31,9 @@ def git_state(repo: Path | None = None) -> dict:
 
     def git(*args: str) -> str | None:
         try:
-            return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+            return subprocess.run(
+                ["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return None
 
@@ -50,15 +63,3 @@ def print_config_tree(cfg: DictConfig, order: Sequence[str] = PRINT_ORDER) -> No
         text = OmegaConf.to_yaml(node, resolve=True) if isinstance(node, DictConfig) else str(node)
         branch.add(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
     rprint(tree)
-
-
-def checkpoint_state(path: str | Path, what: str, prefix: str = "") -> dict[str, torch.Tensor]:
-    """The weights of a Lightning checkpoint file (``weights_only`` load) whose keys start with
-    ``prefix``, the prefix stripped; errors name ``what`` (the config key that pointed here)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{what}: {p} does not exist")
-    state = torch.load(p, map_location="cpu", weights_only=True).get("state_dict")
-    if state is None:
-        raise ValueError(f"{what}: {p} holds no state_dict (not a Lightning checkpoint)")
-    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}

@@ -45,8 +45,10 @@ def main() -> None:
         ys = [torch.empty(n, device=dev, dtype=dt) for _ in range(layers)]
         mb = n * k * 2 / 1e6
         ref = F.linear(xs[0][None], ws[0])[0].float()
-        for impl, fn in (("cublas", lambda w, x, y: torch.mm(x[None], w.t(), out=y[None])),
-                         ("cublas_mv", lambda w, x, y: torch.mv(w, x, out=y))):
+        for impl, fn in (
+            ("cublas", lambda w, x, y: torch.mm(x[None], w.t(), out=y[None])),
+            ("cublas_mv", lambda w, x, y: torch.mv(w, x, out=y)),
+        ):
             us = graph_us(fn, ws, xs, ys)
             rows.append({"gemv": name, "impl": impl, "us": us, "TBps": mb / us})
             print(json.dumps(rows[-1]), flush=True)
@@ -54,7 +56,7 @@ def main() -> None:
             if bn * bk > 8192:
                 continue
 
-            def fn(w, x, y, bn=bn, bk=bk, nw=nw, ns=ns):
+            def fn(w, x, y, bn=bn, bk=bk, nw=nw, ns=ns, n=n, k=k):
                 _gemv_rows[(n // bn,)](x, w, y, n, k, BLOCK_N=bn, BLOCK_K=bk, num_warps=nw, num_stages=ns)
 
             try:
@@ -62,10 +64,24 @@ def main() -> None:
                 fn(ws[0], xs[0], ys[0])
                 err = ((ys[0].float() - ref).norm() / ref.norm()).item()
             except Exception as e:  # a config Triton rejects: recorded
-                rows.append({"gemv": name, "impl": "triton", "config": [bn, bk, nw, ns], "error": repr(e)[:200]})
+                rows.append(
+                    {"gemv": name, "impl": "triton", "config": [bn, bk, nw, ns], "error": repr(e)[:200]}
+                )
                 continue
-            rows.append({"gemv": name, "impl": "triton", "config": [bn, bk, nw, ns], "us": us, "TBps": mb / us, "rel_err": err})
-        best = min((r for r in rows if r["gemv"] == name and r["impl"] == "triton" and "us" in r), key=lambda r: r["us"])
+            rows.append(
+                {
+                    "gemv": name,
+                    "impl": "triton",
+                    "config": [bn, bk, nw, ns],
+                    "us": us,
+                    "TBps": mb / us,
+                    "rel_err": err,
+                }
+            )
+        best = min(
+            (r for r in rows if r["gemv"] == name and r["impl"] == "triton" and "us" in r),
+            key=lambda r: r["us"],
+        )
         print(json.dumps(best), flush=True)
         del ws
         torch.cuda.empty_cache()

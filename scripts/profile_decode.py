@@ -10,19 +10,19 @@ import json
 import statistics
 import sys
 
-import mmssm_lightning  # noqa: F401
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.profiler import ProfilerActivity, profile
 
+import mmssm_lightning  # noqa: F401
 from mmssm_lightning.bench.cli import build
 from mmssm_lightning.bench.generation import _timed, copy_bandwidth, llm_weight_bytes, prompt_inputs
 from mmssm_lightning.build import random_weights
+from mmssm_lightning.constants import CONF_DIR
 from mmssm_lightning.models.cuda_graph import CudaGraphed
 from mmssm_lightning.models.mamba_decode import MambaDecoder
 from mmssm_lightning.models.mamba_step_kernels import FusedMixerStep
-from mmssm_lightning.train import CONF_DIR
 
 with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
     cfg = compose("bench", overrides=["paths.root_dir=/tmp/mmssm", "paths.output_dir=/tmp"])
@@ -34,8 +34,13 @@ model = build(node, dev, torch.bfloat16)
 lm = model.llm.model
 embeds = torch.randn(1, 760, lm.config.hidden_size, device=dev, dtype=torch.bfloat16)
 bw = copy_bandwidth(dev)
-result = {"device": torch.cuda.get_device_name(), "copy_bandwidth_Bps": bw, "llm_weight_bytes": llm_weight_bytes(model),
-          "roofline_ms_per_step": 1e3 * llm_weight_bytes(model) / bw, "steps": []}
+result = {
+    "device": torch.cuda.get_device_name(),
+    "copy_bandwidth_Bps": bw,
+    "llm_weight_bytes": llm_weight_bytes(model),
+    "roofline_ms_per_step": 1e3 * llm_weight_bytes(model) / bw,
+    "steps": [],
+}
 
 
 def ms_per_step(dec: MambaDecoder, n: int = 200) -> float:
@@ -47,7 +52,8 @@ def ms_per_step(dec: MambaDecoder, n: int = 200) -> float:
 
 
 variants = [("ops", "linear", None), ("ops", "mv", None)] + [
-    ("fused", "linear", dict(block_n=bn, block_d=bd)) for bn, bd in [(64, 32), (64, 64), (64, 16), (128, 32)]
+    ("fused", "linear", {"block_n": bn, "block_d": bd})
+    for bn, bd in [(64, 32), (64, 64), (64, 16), (128, 32)]
 ]
 for name, gemv, tiles in variants:
     dec = MambaDecoder(lm, 1, cuda_graph=True, fused_step=tiles is not None, gemv=gemv)
@@ -58,7 +64,13 @@ for name, gemv, tiles in variants:
     except Exception as e:  # a tile Triton cannot compile: recorded, not fatal
         ms = None
         tiles = {**(tiles or {}), "error": repr(e)[:300]}
-    row = {"step": name, "gemv": gemv, "tiles": tiles, "ms_per_step": ms, "tokens_per_s": 1e3 / ms if ms else None}
+    row = {
+        "step": name,
+        "gemv": gemv,
+        "tiles": tiles,
+        "ms_per_step": ms,
+        "tokens_per_s": 1e3 / ms if ms else None,
+    }
     result["steps"].append(row)
     print(json.dumps(row), flush=True)
     del dec
@@ -71,7 +83,7 @@ for fused in (False, True):
     dec.prefill(e8)
     for _ in range(5):
         dec.step()
-    ms = _timed(lambda: [dec.step() for _ in range(100)], dev) / 100 * 1e3
+    ms = _timed(lambda dec=dec: [dec.step() for _ in range(100)], dev) / 100 * 1e3
     row = {"step": "fused" if dec.fused else "ops", "batch": 8, "ms_per_step": ms}
     result["steps"].append(row)
     print(json.dumps(row), flush=True)
@@ -86,7 +98,7 @@ with torch.no_grad():
         encode = CudaGraphed(model.encode_images) if graphed else model.encode_images
         dec = MambaDecoder(lm, 1, cuda_graph=True, graph_prefill=graphed)
 
-        def enc():
+        def enc(encode=encode):
             return model.splice(ids, mask, encode(pixels), None, "left")[0]
 
         for _ in range(2):
@@ -95,7 +107,9 @@ with torch.no_grad():
             "graphed": graphed,
             "prompt_tokens": spliced.shape[1],
             "encode_splice_ms": statistics.median(_timed(enc, dev) * 1e3 for _ in range(5)),
-            "llm_prefill_ms": statistics.median(_timed(lambda: dec.prefill(spliced), dev) * 1e3 for _ in range(5)),
+            "llm_prefill_ms": statistics.median(
+                _timed(lambda dec=dec: dec.prefill(spliced), dev) * 1e3 for _ in range(5)
+            ),
         }
         result.setdefault("prefill", []).append(row)
         print(json.dumps(row), flush=True)
@@ -107,8 +121,10 @@ with torch.no_grad():
             for _ in range(10):
                 dec.step()
             torch.cuda.synchronize()
-        tables.append(f"10 un-graphed steps, fused_step={fused}\n"
-                      + prof.key_averages().table(sort_by="self_device_time_total", row_limit=16))
+        tables.append(
+            f"10 un-graphed steps, fused_step={fused}\n"
+            + prof.key_averages().table(sort_by="self_device_time_total", row_limit=16)
+        )
 table = "\n\n".join(tables)
 json.dump(result, open(sys.argv[1], "w"), indent=2)
 if len(sys.argv) > 2:

@@ -11,11 +11,11 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import mmssm_lightning  # noqa: F401  (torchvision shim before timm/transformers)
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from mmssm_lightning.train import CONF_DIR
+import mmssm_lightning  # noqa: F401  (torchvision shim before timm/transformers)
+from mmssm_lightning.constants import CONF_DIR
 
 # Small splits keep each test's data generation well under a second.
 SMALL_DATA = ["data.synthetic.splits={train:96,val:10,test:20}", "data.eval_batch_size=10"]

@@ -6,16 +6,30 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mmssm_lightning.train import CONF_DIR
-
+from mmssm_lightning.constants import CONF_DIR
 from tests.conftest import compose_cfg
 
-GROUPS = ["encoder", "projector", "scan", "llm", "prompt", "data", "trainer", "stage", "optim", "logger", "debug", "experiment"]
+GROUPS = [
+    "encoder",
+    "projector",
+    "scan",
+    "llm",
+    "prompt",
+    "data",
+    "trainer",
+    "stage",
+    "optim",
+    "logger",
+    "debug",
+    "experiment",
+]
 
 
 def options(group):
-    return sorted(p.relative_to(Path(CONF_DIR) / group).with_suffix("").as_posix()
-                  for p in (Path(CONF_DIR) / group).rglob("*.yaml"))
+    return sorted(
+        p.relative_to(Path(CONF_DIR) / group).with_suffix("").as_posix()
+        for p in (Path(CONF_DIR) / group).rglob("*.yaml")
+    )
 
 
 ALL = [(g, o) for g in GROUPS for o in options(g)]
@@ -30,7 +44,9 @@ def test_every_group_has_options():
 def test_compose(tmp_path, group, option):
     overrides = [f"{group}={option}"]
     # Paper experiments bring their own data (tests/test_experiments.py covers them further).
-    own_data = (group == "data" and option != "synthetic_shapes") or (group == "experiment" and option != "demo")
+    own_data = (group == "data" and option != "synthetic_shapes") or (
+        group == "experiment" and option != "demo"
+    )
     if group == "data" and option == "llava":
         overrides += [f"data.root={tmp_path}", "data.val=val.json"]
     cfg = compose_cfg(tmp_path, overrides, small_data=not own_data)
@@ -69,7 +85,16 @@ def test_real_llm_configs_describe_real_shapes(tmp_path, option):
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(hf)
     billions = sum(p.numel() for p in model.parameters()) / 1e9
-    expected = {"130m": 0.13, "370m": 0.37, "790m": 0.79, "1.4b": 1.4, "2.8b": 2.8, "160m": 0.16,
-                "410m": 0.41, "1b": 1.0, "7b": 6.7}
+    expected = {
+        "130m": 0.13,
+        "370m": 0.37,
+        "790m": 0.79,
+        "1.4b": 1.4,
+        "2.8b": 2.8,
+        "160m": 0.16,
+        "410m": 0.41,
+        "1b": 1.0,
+        "7b": 6.7,
+    }
     size = {"phi_2": 2.78}.get(option) or next(v for k, v in expected.items() if f"_{k}" in option)
     assert billions == pytest.approx(size, rel=0.12), f"{option}: {billions:.2f}B parameters"

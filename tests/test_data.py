@@ -5,10 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
+from mmssm_lightning.constants import IGNORE_INDEX
 from mmssm_lightning.data.collate import Collator
 from mmssm_lightning.data.datamodule import accumulation_steps
 from mmssm_lightning.data.llava import DataValidationError, load_records
-from mmssm_lightning.data.prompting import IGNORE_INDEX
 from mmssm_lightning.data.synthetic import COLORS, SyntheticShapesSpec, generate
 from mmssm_lightning.data.transforms import ImageTransform
 
@@ -66,15 +66,25 @@ def _write(tmp_path, records, name="bad.json"):
     return path
 
 
-GOOD = {"id": 0, "image": "img.png", "conversations": [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}]}
+GOOD = {
+    "id": 0,
+    "image": "img.png",
+    "conversations": [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}],
+}
 
 
 @pytest.mark.parametrize(
     "bad, message",
     [
         ({"id": 1}, "record 1: 'conversations' must be a non-empty list"),
-        ({"id": 1, "conversations": [{"from": "gpt", "value": "a"}]}, "record 1: conversations\\[0\\].from is 'gpt'"),
-        ({"id": 1, "conversations": [{"from": "human"}]}, "record 1: conversations\\[0\\] needs a string 'value'"),
+        (
+            {"id": 1, "conversations": [{"from": "gpt", "value": "a"}]},
+            "record 1: conversations\\[0\\].from is 'gpt'",
+        ),
+        (
+            {"id": 1, "conversations": [{"from": "human"}]},
+            "record 1: conversations\\[0\\] needs a string 'value'",
+        ),
         ({**GOOD, "image": "missing.png"}, "record 1: image file .*missing.png does not exist"),
     ],
 )
@@ -98,10 +108,24 @@ def test_jsonl_and_missing_files(tmp_path):
 
 def test_collator_pads_train_right_and_prompts_left():
     items = [
-        {"input_ids": torch.tensor([5, 6, 7]), "labels": torch.tensor([-100, 6, 7]), "prompt_ids": torch.tensor([5]),
-         "pixel_values": torch.ones(3, 2, 2), "answer": "a", "task": "t", "index": 0},
-        {"input_ids": torch.tensor([8]), "labels": torch.tensor([8]), "prompt_ids": torch.tensor([8, 9]),
-         "pixel_values": None, "answer": "b", "task": "t", "index": 1},
+        {
+            "input_ids": torch.tensor([5, 6, 7]),
+            "labels": torch.tensor([-100, 6, 7]),
+            "prompt_ids": torch.tensor([5]),
+            "pixel_values": torch.ones(3, 2, 2),
+            "answer": "a",
+            "task": "t",
+            "index": 0,
+        },
+        {
+            "input_ids": torch.tensor([8]),
+            "labels": torch.tensor([8]),
+            "prompt_ids": torch.tensor([8, 9]),
+            "pixel_values": None,
+            "answer": "b",
+            "task": "t",
+            "index": 1,
+        },
     ]
     b = Collator(pad_token_id=1)(items)
     assert b["input_ids"].tolist() == [[5, 6, 7], [8, 1, 1]]

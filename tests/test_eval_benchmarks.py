@@ -14,7 +14,6 @@ from mmssm_lightning.eval.benchmarks import (
     GQA,
     MME,
     POPE,
-    VQAv2,
     VSR,
     BenchmarkFormatError,
     COCOCaptions,
@@ -26,6 +25,7 @@ from mmssm_lightning.eval.benchmarks import (
     TextCaps,
     TextVQA,
     VizWiz,
+    VQAv2,
 )
 
 
@@ -47,14 +47,23 @@ def _write(path: Path, data) -> Path:
 
 
 def test_vqav2_pope_mmbench_mme_refcoco_captions_from_the_generator(synth):
-    vqa = VQAv2(synth / "vqav2/questions.json", synth / "coco/val2014", synth / "vqav2/annotations.json").samples()
+    vqa = VQAv2(
+        synth / "vqav2/questions.json", synth / "coco/val2014", synth / "vqav2/annotations.json"
+    ).samples()
     assert len(vqa) == 12 and len(vqa[0].answers) == 10 and vqa[0].category == "number"
     assert vqa[0].image.name == "COCO_val2014_000000000000.jpg"
     test_dev = VQAv2(synth / "vqav2/questions.json", synth / "coco/val2014").samples()
     assert test_dev[0].answers == []  # no annotations: predictions only
-    pope = POPE({"random": synth / "pope/coco_pope_random.json", "adversarial": synth / "pope/coco_pope_adversarial.json"},
-                synth / "coco/val2014").samples()
-    assert len(pope) == 12 and {s.category for s in pope} == {"random", "adversarial"} and pope[0].label == "yes"
+    pope = POPE(
+        {
+            "random": synth / "pope/coco_pope_random.json",
+            "adversarial": synth / "pope/coco_pope_adversarial.json",
+        },
+        synth / "coco/val2014",
+    ).samples()
+    assert (
+        len(pope) == 12 and {s.category for s in pope} == {"random", "adversarial"} and pope[0].label == "yes"
+    )
     mmb = MMBench(synth / "mmbench/dev.tsv").samples()
     assert len(mmb) == 24 and [s.index for s in mmb[:4]] == [0, 1_000_000, 2_000_000, 3_000_000]
     for s in mmb[:4]:  # the answer follows its option through the rotations
@@ -64,7 +73,9 @@ def test_vqav2_pope_mmbench_mme_refcoco_captions_from_the_generator(synth):
     assert len(MMBench(synth / "mmbench/dev.tsv", circular=False).samples()) == 6
     mme = MME(synth / "MME", subtasks=["existence", "color"]).samples()
     assert len(mme) == 24 and mme[0].group == mme[1].group and mme[0].label == "yes"
-    ref = RefCOCO(synth / "refcoco/refs(unc).p", synth / "refcoco/instances.json", synth / "coco/val2014").samples()
+    ref = RefCOCO(
+        synth / "refcoco/refs(unc).p", synth / "refcoco/instances.json", synth / "coco/val2014"
+    ).samples()
     assert len(ref) == 6 and all(0 <= v <= 1 for v in ref[0].box) and ref[0].question.startswith("the ")
     caps = COCOCaptions(synth / "captions/captions.json", synth / "coco/val2014").samples()
     assert len(caps) == 6 and len(caps[0].answers) == 2
@@ -72,40 +83,115 @@ def test_vqav2_pope_mmbench_mme_refcoco_captions_from_the_generator(synth):
 
 def test_the_other_readers(tmp_path):
     img = _img(tmp_path / "images/1.jpg")
-    gqa = GQA(_write(tmp_path / "gqa.json", {"q1": {"imageId": "1", "question": "what?", "answer": "cat",
-                                                    "types": {"structural": "query"}}}), tmp_path / "images").samples()
+    gqa = GQA(
+        _write(
+            tmp_path / "gqa.json",
+            {"q1": {"imageId": "1", "question": "what?", "answer": "cat", "types": {"structural": "query"}}},
+        ),
+        tmp_path / "images",
+    ).samples()
     assert gqa[0].answers == ["cat"] and gqa[0].category == "query"
-    viz = VizWiz(_write(tmp_path / "viz.json", [{"image": "1.jpg", "question": "q", "answers": [{"answer": "a"}] * 10,
-                                                 "answer_type": "other"}]), tmp_path / "images").samples()
+    viz = VizWiz(
+        _write(
+            tmp_path / "viz.json",
+            [{"image": "1.jpg", "question": "q", "answers": [{"answer": "a"}] * 10, "answer_type": "other"}],
+        ),
+        tmp_path / "images",
+    ).samples()
     assert viz[0].answers == ["a"] * 10
-    tv = TextVQA(_write(tmp_path / "tv.json", {"data": [{"question_id": 5, "image_id": "1", "question": "q", "answers": ["x"] * 10}]}),
-                 tmp_path / "images", ocr=_write(tmp_path / "ocr.json", {"data": [{"image_id": "1", "ocr_tokens": ["STOP", "5"]}]})).samples()
+    tv = TextVQA(
+        _write(
+            tmp_path / "tv.json",
+            {"data": [{"question_id": 5, "image_id": "1", "question": "q", "answers": ["x"] * 10}]},
+        ),
+        tmp_path / "images",
+        ocr=_write(tmp_path / "ocr.json", {"data": [{"image_id": "1", "ocr_tokens": ["STOP", "5"]}]}),
+    ).samples()
     assert tv[0].context == "STOP, 5"
-    vsr = VSR(_write(tmp_path / "vsr.jsonl", '{"image": "1.jpg", "caption": "The cat is left of the dog.", "label": 1}\n'),
-              tmp_path / "images").samples()
+    vsr = VSR(
+        _write(
+            tmp_path / "vsr.jsonl",
+            '{"image": "1.jpg", "caption": "The cat is left of the dog.", "label": 1}\n',
+        ),
+        tmp_path / "images",
+    ).samples()
     assert vsr[0].label == "true"
-    tally = TallyQA(_write(tmp_path / "tally.json", [{"image": "1.jpg", "question": "how many?", "answer": 2, "issimple": False}]),
-                    tmp_path / "images").samples()
+    tally = TallyQA(
+        _write(
+            tmp_path / "tally.json",
+            [{"image": "1.jpg", "question": "how many?", "answer": 2, "issimple": False}],
+        ),
+        tmp_path / "images",
+    ).samples()
     assert tally[0].label == "2" and tally[0].category == "complex"
     _img(tmp_path / "ai2d/images/1.png")
-    _write(tmp_path / "ai2d/questions/1.png.json", {"imageName": "1.png", "questions": {
-        "Which is a leaf?": {"answerTexts": ["a", "b", "c"], "correctAnswer": 2, "questionId": "1.png-0", "abcLabel": False}}})
+    _write(
+        tmp_path / "ai2d/questions/1.png.json",
+        {
+            "imageName": "1.png",
+            "questions": {
+                "Which is a leaf?": {
+                    "answerTexts": ["a", "b", "c"],
+                    "correctAnswer": 2,
+                    "questionId": "1.png-0",
+                    "abcLabel": False,
+                }
+            },
+        },
+    )
     ai2d = AI2D(tmp_path / "ai2d", test_ids=_write(tmp_path / "ai2d/ids.csv", "1\n")).samples()
     assert ai2d[0].choices == {"A": "a", "B": "b", "C": "c"} and ai2d[0].label == "C"
     assert AI2D(tmp_path / "ai2d", test_ids=_write(tmp_path / "ai2d/none.csv", "7\n")).samples() == []
     _img(tmp_path / "sqa/test/9/image.png")
-    sqa = ScienceQAImg(_write(tmp_path / "problems.json", {
-        "9": {"question": "q", "choices": ["x", "y"], "answer": 1, "hint": "h", "image": "image.png", "split": "test"},
-        "10": {"question": "no image", "choices": ["x", "y"], "answer": 0, "hint": "", "image": None, "split": "test"}}),
-        _write(tmp_path / "splits.json", {"test": ["9", "10"]}), tmp_path / "sqa").samples()
+    sqa = ScienceQAImg(
+        _write(
+            tmp_path / "problems.json",
+            {
+                "9": {
+                    "question": "q",
+                    "choices": ["x", "y"],
+                    "answer": 1,
+                    "hint": "h",
+                    "image": "image.png",
+                    "split": "test",
+                },
+                "10": {
+                    "question": "no image",
+                    "choices": ["x", "y"],
+                    "answer": 0,
+                    "hint": "",
+                    "image": None,
+                    "split": "test",
+                },
+            },
+        ),
+        _write(tmp_path / "splits.json", {"test": ["9", "10"]}),
+        tmp_path / "sqa",
+    ).samples()
     assert len(sqa) == 1 and sqa[0].label == "B" and sqa[0].context == "h"
     _img(tmp_path / "coco/val2014/a.jpg")
-    kar = COCOKarpathy(_write(tmp_path / "kar.json", {"images": [{"filepath": "val2014", "filename": "a.jpg", "split": "test",
-                                                                  "cocoid": 3, "sentences": [{"raw": "A cat."}]}]}),
-                       tmp_path / "coco").samples()
+    kar = COCOKarpathy(
+        _write(
+            tmp_path / "kar.json",
+            {
+                "images": [
+                    {
+                        "filepath": "val2014",
+                        "filename": "a.jpg",
+                        "split": "test",
+                        "cocoid": 3,
+                        "sentences": [{"raw": "A cat."}],
+                    }
+                ]
+            },
+        ),
+        tmp_path / "coco",
+    ).samples()
     assert kar[0].id == "3" and kar[0].answers == ["A cat."]
-    tc = TextCaps(_write(tmp_path / "tc.json", {"data": [{"image_id": "1", "reference_strs": ["r1", "r2"]}] * 2}),
-                  tmp_path / "images").samples()
+    tc = TextCaps(
+        _write(tmp_path / "tc.json", {"data": [{"image_id": "1", "reference_strs": ["r1", "r2"]}] * 2}),
+        tmp_path / "images",
+    ).samples()
     assert len(tc) == 1 and tc[0].answers == ["r1", "r2"]
     assert img.exists()
 
@@ -113,15 +199,27 @@ def test_the_other_readers(tmp_path):
 def test_bad_files_name_what_is_wrong(tmp_path, synth):
     with pytest.raises(BenchmarkFormatError, match="VQAv2 questions: .*nope.json does not exist"):
         VQAv2(tmp_path / "nope.json", synth / "coco/val2014").samples()
-    q = _write(tmp_path / "q.json", {"data_subtype": "val2014", "questions": [{"image_id": 0, "question_id": 1}]})
+    q = _write(
+        tmp_path / "q.json", {"data_subtype": "val2014", "questions": [{"image_id": 0, "question_id": 1}]}
+    )
     with pytest.raises(BenchmarkFormatError, match=r"q.json question 0: missing field 'question'"):
         VQAv2(q, synth / "coco/val2014").samples()
-    q = _write(tmp_path / "q2.json", {"data_subtype": "val2014", "questions": [{"image_id": 999, "question_id": 1, "question": "x"}]})
+    q = _write(
+        tmp_path / "q2.json",
+        {"data_subtype": "val2014", "questions": [{"image_id": 999, "question_id": 1, "question": "x"}]},
+    )
     with pytest.raises(BenchmarkFormatError, match="image .*COCO_val2014_000000000999.jpg does not exist"):
         VQAv2(q, synth / "coco/val2014").samples()
     with pytest.raises(BenchmarkFormatError, match="has no annotation"):
-        VQAv2(synth / "vqav2/questions.json", synth / "coco/val2014", _write(tmp_path / "a.json", {"annotations": []})).samples()
-    bad = _write(tmp_path / "pope.json", '{"question_id": 1, "image": "COCO_val2014_000000000000.jpg", "text": "q", "label": "maybe"}\n')
+        VQAv2(
+            synth / "vqav2/questions.json",
+            synth / "coco/val2014",
+            _write(tmp_path / "a.json", {"annotations": []}),
+        ).samples()
+    bad = _write(
+        tmp_path / "pope.json",
+        '{"question_id": 1, "image": "COCO_val2014_000000000000.jpg", "text": "q", "label": "maybe"}\n',
+    )
     with pytest.raises(BenchmarkFormatError, match="pope.json line 1: label must be yes or no"):
         POPE({"random": bad}, synth / "coco/val2014").samples()
     with pytest.raises(BenchmarkFormatError, match="image folder .* does not exist"):

@@ -10,18 +10,28 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from mmssm_lightning.constants import CONF_DIR
 from mmssm_lightning.data.synthetic_benchmarks import write_benchmarks
 from mmssm_lightning.eval.evaluate import Evaluator, evaluate, load_checkpoint
-from mmssm_lightning.train import CONF_DIR, run
-
+from mmssm_lightning.train import run
 from tests.conftest import SHARED_CACHE, compose_cfg
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ckpt")
-    run(compose_cfg(tmp, ["trainer.max_steps=2", "trainer.val_check_interval=2", "module.val_generate=false",
-                          "evaluate=false", "callbacks.checkpoint.every_n_train_steps=2"]))
+    run(
+        compose_cfg(
+            tmp,
+            [
+                "trainer.max_steps=2",
+                "trainer.val_check_interval=2",
+                "module.val_generate=false",
+                "evaluate=false",
+                "callbacks.checkpoint.every_n_train_steps=2",
+            ],
+        )
+    )
     return tmp / "run" / "checkpoints" / "last.ckpt"
 
 
@@ -33,18 +43,38 @@ def synth(tmp_path_factory):
 def _eval_cfg(tmp, ckpt, synth, protocol, names):
     coco = synth / "coco/val2014"
     paths = [
-        f"benchmarks.vqav2.questions={synth}/vqav2/questions.json", f"benchmarks.vqav2.annotations={synth}/vqav2/annotations.json",
-        f"benchmarks.vqav2.images={coco}", f"benchmarks.pope.images={coco}",
-        *[f"benchmarks.pope.files.{s}={synth}/pope/coco_pope_{s}.json" for s in ("random", "popular", "adversarial")],
-        f"benchmarks.mmbench.tsv={synth}/mmbench/dev.tsv", f"benchmarks.mme.root={synth}/MME", "+benchmarks.mme.subtasks=[existence,color]",
-        f"benchmarks.refcoco_testA.refs='{synth}/refcoco/refs(unc).p'", f"benchmarks.refcoco_testA.instances={synth}/refcoco/instances.json",
-        f"benchmarks.refcoco_testA.images={coco}", f"benchmarks.nocaps.annotations={synth}/captions/captions.json",
+        f"benchmarks.vqav2.questions={synth}/vqav2/questions.json",
+        f"benchmarks.vqav2.annotations={synth}/vqav2/annotations.json",
+        f"benchmarks.vqav2.images={coco}",
+        f"benchmarks.pope.images={coco}",
+        *[
+            f"benchmarks.pope.files.{s}={synth}/pope/coco_pope_{s}.json"
+            for s in ("random", "popular", "adversarial")
+        ],
+        f"benchmarks.mmbench.tsv={synth}/mmbench/dev.tsv",
+        f"benchmarks.mme.root={synth}/MME",
+        "+benchmarks.mme.subtasks=[existence,color]",
+        f"benchmarks.refcoco_testA.refs='{synth}/refcoco/refs(unc).p'",
+        f"benchmarks.refcoco_testA.instances={synth}/refcoco/instances.json",
+        f"benchmarks.refcoco_testA.images={coco}",
+        f"benchmarks.nocaps.annotations={synth}/captions/captions.json",
         f"benchmarks.nocaps.images={coco}",
     ]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("eval", overrides=[f"ckpt_path={ckpt}", f"protocol={protocol}", f"run=[{','.join(names)}]",
-                                          f"paths.root_dir={tmp}", f"paths.output_dir={tmp}/out", f"paths.cache_dir={SHARED_CACHE}",
-                                          "batch_size=4", "device=cpu", *paths])
+        return compose(
+            "eval",
+            overrides=[
+                f"ckpt_path={ckpt}",
+                f"protocol={protocol}",
+                f"run=[{','.join(names)}]",
+                f"paths.root_dir={tmp}",
+                f"paths.output_dir={tmp}/out",
+                f"paths.cache_dir={SHARED_CACHE}",
+                "batch_size=4",
+                "device=cpu",
+                *paths,
+            ],
+        )
 
 
 def test_checkpoint_rebuilds_the_trained_model(checkpoint):
@@ -67,7 +97,9 @@ def test_llava_protocol_on_four_benchmarks(tmp_path, checkpoint, synth):
     assert b["mmbench"]["n"] == 20 and "circular_accuracy" in b["mmbench"]["metrics"]
     assert {"existence", "color", "perception"} <= set(b["mme"]["metrics"])
     # every number records how it was produced
-    assert b["pope"]["protocol"]["protocol"] == "llava" and b["pope"]["protocol"]["prompt"].endswith("single word or phrase.")
+    assert b["pope"]["protocol"]["protocol"] == "llava" and b["pope"]["protocol"]["prompt"].endswith(
+        "single word or phrase."
+    )
     assert b["vqav2"]["protocol"]["metric"]["normalization"] == "evalai"
     preds = [json.loads(line) for line in (tmp_path / "out/vqav2.predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 10 and {"id", "prediction"} <= set(preds[0])
@@ -76,7 +108,10 @@ def test_llava_protocol_on_four_benchmarks(tmp_path, checkpoint, synth):
 def test_likelihood_scoring_answers_with_a_candidate(tmp_path, checkpoint, synth):
     report = evaluate(_eval_cfg(tmp_path, checkpoint, synth, "cobra", ["pope"]))
     assert report["benchmarks"]["pope"]["protocol"]["scoring"] == "likelihood"
-    preds = [json.loads(line)["prediction"] for line in (tmp_path / "out/pope.predictions.jsonl").read_text().splitlines()]
+    preds = [
+        json.loads(line)["prediction"]
+        for line in (tmp_path / "out/pope.predictions.jsonl").read_text().splitlines()
+    ]
     assert len(preds) == 15 and set(preds) <= {"yes", "no"}
 
 
@@ -89,13 +124,19 @@ def test_likelihood_picks_the_highest_first_token(checkpoint, synth):
     model, prompt, _ = load_checkpoint(checkpoint)
     ev = Evaluator(model, prompt, batch_size=3)
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("eval", overrides=["protocol=cobra", "ckpt_path=x", "paths.root_dir=/tmp", "paths.output_dir=/tmp"])
+        cfg = compose(
+            "eval",
+            overrides=["protocol=cobra", "ckpt_path=x", "paths.root_dir=/tmp", "paths.output_dir=/tmp"],
+        )
     proto = instantiate(cfg.protocol.benchmarks.pope, _convert_="all")
     samples = POPE({"random": synth / "pope/coco_pope_random.json"}, synth / "coco/val2014").samples()[:3]
     ids, mask, pixels = ev._inputs(samples, proto)
     logp = model.next_token_logprobs(ids, mask, pixels)
     cand = ev._candidate_ids(proto.candidates)
-    want = ["yes" if torch.logsumexp(logp[i, cand["yes"]], 0) > torch.logsumexp(logp[i, cand["no"]], 0) else "no" for i in range(3)]
+    want = [
+        "yes" if torch.logsumexp(logp[i, cand["yes"]], 0) > torch.logsumexp(logp[i, cand["no"]], 0) else "no"
+        for i in range(3)
+    ]
     assert ev.answer(samples, proto) == want
 
 
@@ -110,8 +151,13 @@ def test_unknown_benchmark_and_missing_checkpoint_are_clear_errors(tmp_path, che
     with pytest.raises(ValueError, match="protocol 'cobra' does not define benchmark 'mme'"):
         evaluate(_eval_cfg(tmp_path, checkpoint, synth, "cobra", ["mme"]))
     env = {**os.environ, "MMSSM_ROOT": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "mmssm_lightning.eval.evaluate", f"ckpt_path={tmp_path}/none.ckpt"],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmssm_lightning.eval.evaluate", f"ckpt_path={tmp_path}/none.ckpt"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1 and "ckpt_path:" in proc.stderr and "does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -122,14 +168,27 @@ def test_prismatic_release_converts_and_evaluates(tmp_path, checkpoint, synth):
 
     ours = torch.load(checkpoint, weights_only=True)
     sd = ours["state_dict"]
-    release = {"model": {
-        "projector": {"projector." + k.removeprefix("model.projector.net."): v for k, v in sd.items() if k.startswith("model.projector.")},
-        "llm_backbone": {"llm." + k.removeprefix("model.llm.model.").replace("backbone.embeddings.", "backbone.embedding."): v
-                         for k, v in sd.items() if k.startswith("model.llm.")},
-    }}
+    release = {
+        "model": {
+            "projector": {
+                "projector." + k.removeprefix("model.projector.net."): v
+                for k, v in sd.items()
+                if k.startswith("model.projector.")
+            },
+            "llm_backbone": {
+                "llm."
+                + k.removeprefix("model.llm.model.").replace("backbone.embeddings.", "backbone.embedding."): v
+                for k, v in sd.items()
+                if k.startswith("model.llm.")
+            },
+        }
+    }
     torch.save(release, tmp_path / "latest-checkpoint.pt")
-    out = convert(tmp_path / "latest-checkpoint.pt", tmp_path / "converted.ckpt",
-                  [f"paths.root_dir={tmp_path}", f"paths.cache_dir={SHARED_CACHE}"])
+    out = convert(
+        tmp_path / "latest-checkpoint.pt",
+        tmp_path / "converted.ckpt",
+        [f"paths.root_dir={tmp_path}", f"paths.cache_dir={SHARED_CACHE}"],
+    )
     model, _, _ = load_checkpoint(out)
     for k, v in model.state_dict().items():
         if not k.startswith("vision."):

@@ -29,8 +29,8 @@ from mmssm_lightning.eval.parsing import (
     mme_official,
     pope_exact,
     pope_official,
-    sqa_lmms_correct,
     sqa_llava,
+    sqa_lmms_correct,
     tally_int,
     true_false,
 )
@@ -44,17 +44,30 @@ TALLY = json.loads((FIX / "tallyqa_parse_cases.json").read_text())
 PTB = json.loads((FIX / "ptb_tokenizer_cases.json").read_text())
 
 
-@pytest.mark.parametrize("mode,column", [("official", "official_raw"), ("evalai", "official_with_evalai_pred"),
-                                         ("m4c", "m4c_textvqa"), ("m4c", "lmms_eval_vqav2"), ("m4c", "tri_vqav2"),
-                                         ("vlmevalkit", "vlmevalkit")])
+@pytest.mark.parametrize(
+    "mode,column",
+    [
+        ("official", "official_raw"),
+        ("evalai", "official_with_evalai_pred"),
+        ("m4c", "m4c_textvqa"),
+        ("m4c", "lmms_eval_vqav2"),
+        ("m4c", "tri_vqav2"),
+        ("vlmevalkit", "vlmevalkit"),
+    ],
+)
 def test_vqa_accuracy_matches_each_scorer(mode, column):
     for case in VQA:
-        assert vqa_accuracy(case["pred"], case["gt_answers"], mode) == pytest.approx(case[column], abs=1e-9), case["name"]
+        assert vqa_accuracy(case["pred"], case["gt_answers"], mode) == pytest.approx(
+            case[column], abs=1e-9
+        ), case["name"]
 
 
 def test_vqa_metric_means_and_groups():
     m = VQAAccuracy("evalai", groups=["yes/no", "number"])
-    samples = [EvalSample(id=c["name"], answers=c["gt_answers"], category="number" if i % 2 else "yes/no") for i, c in enumerate(VQA)]
+    samples = [
+        EvalSample(id=c["name"], answers=c["gt_answers"], category="number" if i % 2 else "yes/no")
+        for i, c in enumerate(VQA)
+    ]
     m.update([c["pred"] for c in VQA], samples)
     out = m.compute()
     want = [c["official_with_evalai_pred"] for c in VQA]
@@ -80,21 +93,33 @@ def test_cider_d_and_bleu_match_pycocoevalcap():
     score, per_image = cider_d(CIDER["gts_ptb"], CIDER["res_ptb"])
     assert score == pytest.approx(CIDER["CIDEr_pycocoevalcap"], abs=1e-12)
     assert per_image == pytest.approx(CIDER["CIDEr_per_image"], abs=1e-12)
-    assert bleu(CIDER["gts_ptb"], CIDER["res_ptb"])[0] == pytest.approx(CIDER["BLEU_1_4_pycocoevalcap"], abs=1e-12)
-    assert cider_d(CIDER["gts_raw"], CIDER["res_raw"])[0] == pytest.approx(CIDER["CIDEr_without_tokenisation"], abs=1e-12)
+    assert bleu(CIDER["gts_ptb"], CIDER["res_ptb"])[0] == pytest.approx(
+        CIDER["BLEU_1_4_pycocoevalcap"], abs=1e-12
+    )
+    assert cider_d(CIDER["gts_raw"], CIDER["res_raw"])[0] == pytest.approx(
+        CIDER["CIDEr_without_tokenisation"], abs=1e-12
+    )
     one = {"1": CIDER["gts_ptb"]["1"]}
-    assert cider_d(one, {"1": CIDER["res_ptb"]["1"]})[0] == pytest.approx(CIDER["CIDEr_single_image_corpus"], abs=1e-12)
+    assert cider_d(one, {"1": CIDER["res_ptb"]["1"]})[0] == pytest.approx(
+        CIDER["CIDEr_single_image_corpus"], abs=1e-12
+    )
     first = {k: [v[0]] for k, v in CIDER["gts_ptb"].items()}
-    assert cider_d(CIDER["gts_ptb"], first)[0] == pytest.approx(CIDER["CIDEr_hyp_equals_first_ref"], abs=1e-12)
+    assert cider_d(CIDER["gts_ptb"], first)[0] == pytest.approx(
+        CIDER["CIDEr_hyp_equals_first_ref"], abs=1e-12
+    )
 
 
 def test_caption_metric_tokenises_and_hashes_to_the_same_scores():
     m = CaptionScores()
     keys = list(CIDER["res_raw"])
-    m.update([CIDER["res_raw"][k][0] for k in keys], [EvalSample(id=k, answers=CIDER["gts_raw"][k]) for k in keys])
+    m.update(
+        [CIDER["res_raw"][k][0] for k in keys], [EvalSample(id=k, answers=CIDER["gts_raw"][k]) for k in keys]
+    )
     out = m.compute()
     assert out["CIDEr"].item() == pytest.approx(CIDER["CIDEr_pycocoevalcap"], abs=1e-9)
-    assert [out[f"BLEU-{k}"].item() for k in range(1, 5)] == pytest.approx(CIDER["BLEU_1_4_pycocoevalcap"], abs=1e-9)
+    assert [out[f"BLEU-{k}"].item() for k in range(1, 5)] == pytest.approx(
+        CIDER["BLEU_1_4_pycocoevalcap"], abs=1e-9
+    )
 
 
 def test_pope_parsers_and_metrics():
@@ -106,12 +131,24 @@ def test_pope_parsers_and_metrics():
     m = POPEMetric(pope_official)
     m.update(ex["raw_outputs"], [EvalSample(id=str(i), label=lab) for i, lab in enumerate(ex["labels"])])
     out = m.compute()
-    for key, want in (("accuracy", "acc"), ("precision", "precision"), ("recall", "recall"), ("f1", "f1"), ("yes_ratio", "yes_ratio")):
+    for key, want in (
+        ("accuracy", "acc"),
+        ("precision", "precision"),
+        ("recall", "recall"),
+        ("f1", "f1"),
+        ("yes_ratio", "yes_ratio"),
+    ):
         assert out[key].item() == pytest.approx(ex["metrics"][want])
     # per split, and the mean over splits
     m = POPEMetric(pope_official)
-    m.update(ex["raw_outputs"] * 2, [EvalSample(id=str(i), label=lab, category=split) for split in ("random", "popular")
-                                     for i, lab in enumerate(ex["labels"])])
+    m.update(
+        ex["raw_outputs"] * 2,
+        [
+            EvalSample(id=str(i), label=lab, category=split)
+            for split in ("random", "popular")
+            for i, lab in enumerate(ex["labels"])
+        ],
+    )
     out = m.compute()
     assert out["f1/random"].item() == out["f1/popular"].item() == pytest.approx(ex["metrics"]["f1"])
     assert out["f1"].item() == pytest.approx(ex["metrics"]["f1"])
@@ -139,22 +176,31 @@ def test_mme_parsers_and_scores():
 def test_multiple_choice_rules():
     for case in OTHER["scienceqa_parse"]:
         assert sqa_llava(case["text"]) == case["llava_eval_science_qa"], case["text"]
-        assert float(sqa_lmms_correct(case["text"], "B")) == case["lmms_eval_correct_if_target_B"], case["text"]
+        assert float(sqa_lmms_correct(case["text"], "B")) == case["lmms_eval_correct_if_target_B"], case[
+            "text"
+        ]
     choices = OTHER["mmbench_can_infer"]["choices"]
     for case in OTHER["mmbench_can_infer"]["cases"]:
         assert can_infer(case["text"], choices) == case["vlmevalkit_can_infer"], case["text"]
     m = MultipleChoiceAccuracy("llava_sqa")
     texts = [c["text"] for c in OTHER["scienceqa_parse"]]
     m.update(texts, [EvalSample(id=str(i), label="B", choices=dict(choices)) for i in range(len(texts))])
-    assert m.compute()["accuracy"].item() == pytest.approx(sum(sqa_llava(t) == "B" for t in texts) / len(texts))
+    assert m.compute()["accuracy"].item() == pytest.approx(
+        sum(sqa_llava(t) == "B" for t in texts) / len(texts)
+    )
 
 
 def test_mmbench_circular():
     ex = OTHER["mmbench_circular_example"]
     m = MMBenchCircular()
     choices = {"A": "w", "B": "x", "C": "y", "D": "z"}
-    m.update([r["prediction"] for r in ex["rows"]],
-             [EvalSample(id=str(r["index"]), label=r["answer"], choices=choices, index=r["index"]) for r in ex["rows"]])
+    m.update(
+        [r["prediction"] for r in ex["rows"]],
+        [
+            EvalSample(id=str(r["index"]), label=r["answer"], choices=choices, index=r["index"])
+            for r in ex["rows"]
+        ],
+    )
     out = m.compute()
     assert out["circular_accuracy"].item() == ex["hit"]
     assert out["vanilla_accuracy"].item() == pytest.approx(ex["vanilla_acc_all_rows"])
@@ -165,9 +211,15 @@ def test_tallyqa_parsing_and_accuracy():
     for case in TALLY:
         assert tally_int(case["text"]) == case["vlmevalkit_int"], case["text"]
     m = TallyQAAccuracy("vlmevalkit")
-    m.update(["3", "There are 3 dogs.", "twenty-one", "none"],
-             [EvalSample(id="a", label="3", category="simple"), EvalSample(id="b", label="3", category="complex"),
-              EvalSample(id="c", label="21", category="complex"), EvalSample(id="d", label="0", category="simple")])
+    m.update(
+        ["3", "There are 3 dogs.", "twenty-one", "none"],
+        [
+            EvalSample(id="a", label="3", category="simple"),
+            EvalSample(id="b", label="3", category="complex"),
+            EvalSample(id="c", label="21", category="complex"),
+            EvalSample(id="d", label="0", category="simple"),
+        ],
+    )
     out = m.compute()
     assert out["accuracy/simple"].item() == 0.5 and out["accuracy/complex"].item() == 0.5
     vqa = TallyQAAccuracy("vqa")
@@ -185,11 +237,15 @@ def test_box_parsers_iou_and_threshold_variants():
         lenient = box_lenient(case["text"])
         assert list(lenient) == case["lmms_parsed"], case["text"]
         iou = box_iou(lenient, gt)
-        assert iou is None if case["lmms_iou"] == "ZeroDivisionError" else iou == pytest.approx(case["lmms_iou"])
+        assert (
+            iou is None if case["lmms_iou"] == "ZeroDivisionError" else iou == pytest.approx(case["lmms_iou"])
+        )
     m = BoxAccuracy("strict")
     texts = [c["text"] for c in OTHER["refcoco_boxes"]["cases"]]
     m.update(texts, [EvalSample(id=str(i), box=tuple(gt)) for i in range(len(texts))])
-    assert m.compute()["accuracy"].item() == pytest.approx(sum(c["tri_correct"] for c in OTHER["refcoco_boxes"]["cases"]) / len(texts))
+    assert m.compute()["accuracy"].item() == pytest.approx(
+        sum(c["tri_correct"] for c in OTHER["refcoco_boxes"]["cases"]) / len(texts)
+    )
     # IoU exactly 0.5: a hit for Acc@IoU>=0.5, a miss for Pythia-VL's > 0.5
     half = [EvalSample(id="h", box=(0.0, 0.0, 1.0, 1.0))]
     for inclusive, want in ((True, 1.0), (False, 0.0)):
@@ -200,13 +256,19 @@ def test_box_parsers_iou_and_threshold_variants():
 
 def test_exact_match_and_label_accuracy():
     m = ExactMatch("llava")
-    m.update(["Yes.", "left", "The dog"], [EvalSample(id=str(i), answers=[a]) for i, a in enumerate(["yes", "right", "dog"])])
+    m.update(
+        ["Yes.", "left", "The dog"],
+        [EvalSample(id=str(i), answers=[a]) for i, a in enumerate(["yes", "right", "dog"])],
+    )
     assert m.compute()["accuracy"].item() == pytest.approx(1 / 3)
     v = ExactMatch("vqa")
     v.update(["The dog"], [EvalSample(id="0", answers=["dog"])])
     assert v.compute()["accuracy"].item() == 1.0
     t = LabelAccuracy(true_false)
-    t.update(["True.", "no", "maybe"], [EvalSample(id=str(i), label=lab) for i, lab in enumerate(["true", "false", "false"])])
+    t.update(
+        ["True.", "no", "maybe"],
+        [EvalSample(id=str(i), label=lab) for i, lab in enumerate(["true", "false", "false"])],
+    )
     assert t.compute()["accuracy"].item() == pytest.approx(2 / 3)
 
 
@@ -217,9 +279,15 @@ def _sync_worker(rank, world, port, queue):
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
         keys = list(CIDER["res_raw"])
         vqa, cap = VQAAccuracy("evalai"), CaptionScores()
-        vqa.update([c["pred"] for c in VQA[rank::world]], [EvalSample(id=c["name"], answers=c["gt_answers"]) for c in VQA[rank::world]])
+        vqa.update(
+            [c["pred"] for c in VQA[rank::world]],
+            [EvalSample(id=c["name"], answers=c["gt_answers"]) for c in VQA[rank::world]],
+        )
         mine = keys[rank::world]
-        cap.update([CIDER["res_raw"][k][0] for k in mine], [EvalSample(id=k, answers=CIDER["gts_raw"][k]) for k in mine])
+        cap.update(
+            [CIDER["res_raw"][k][0] for k in mine],
+            [EvalSample(id=k, answers=CIDER["gts_raw"][k]) for k in mine],
+        )
         queue.put((rank, vqa.compute()["accuracy"].item(), cap.compute()["CIDEr"].item()))
         dist.destroy_process_group()
     except Exception as e:  # surface the worker's error in the test, not a queue timeout

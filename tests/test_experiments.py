@@ -8,13 +8,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mmssm_lightning.build import build_datamodule, build_model
-from mmssm_lightning.train import CONF_DIR, run
-
+from mmssm_lightning.constants import CONF_DIR
+from mmssm_lightning.train import run
 from tests.conftest import compose_cfg
 
 ROOT = Path(CONF_DIR) / "experiment"
-EXPERIMENTS = sorted(p.relative_to(ROOT).with_suffix("").as_posix() for p in ROOT.rglob("*.yaml") if p.parent != ROOT)
-TINY_ENCODER = {("channel", 1): "tiny", ("channel", 2): "tiny_dual_channel", ("sequence", 2): "tiny_dual_sequence"}
+EXPERIMENTS = sorted(
+    p.relative_to(ROOT).with_suffix("").as_posix() for p in ROOT.rglob("*.yaml") if p.parent != ROOT
+)
+TINY_ENCODER = {
+    ("channel", 1): "tiny",
+    ("channel", 2): "tiny_dual_channel",
+    ("sequence", 2): "tiny_dual_sequence",
+}
 TINY_LLM = {"mamba": "tiny_mamba", "gpt_neox": "tiny_pythia", "llama": "tiny_llama"}
 
 
@@ -25,26 +31,57 @@ def tiny(tmp: Path, experiment: str) -> DictConfig:
 
 def tiny_overrides(tmp: Path, experiment: str) -> list[str]:
     paper = compose_cfg(tmp, [f"experiment={experiment}"], small_data=False)
-    ov = [f"experiment={experiment}", f"llm={TINY_LLM[paper.llm.config.model_type]}", "trainer=cpu",
-          "trainer.max_steps=1", "evaluate=false", "callbacks.checkpoint=null", "init_from=null"]
+    ov = [
+        f"experiment={experiment}",
+        f"llm={TINY_LLM[paper.llm.config.model_type]}",
+        "trainer=cpu",
+        "trainer.max_steps=1",
+        "evaluate=false",
+        "callbacks.checkpoint=null",
+        "init_from=null",
+    ]
     if paper.encoder:
         ov.append(f"encoder={TINY_ENCODER[(paper.encoder.fuse, len(paper.encoder.towers))]}")
     if paper.data._target_.endswith(".VLMDataModule"):
-        ov += ["data=synthetic_shapes", f"data.root={tmp}/shapes", "data.train=train.json", "data.val=val.json",
-               "data.test=test.json", "data.synthetic.splits={train:8,val:4,test:4}",
-               "data.global_batch_size=4", "data.per_device_batch_size=4"]
+        ov += [
+            "data=synthetic_shapes",
+            f"data.root={tmp}/shapes",
+            "data.train=train.json",
+            "data.val=val.json",
+            "data.test=test.json",
+            "data.synthetic.splits={train:8,val:4,test:4}",
+            "data.global_batch_size=4",
+            "data.per_device_batch_size=4",
+        ]
     elif paper.data._target_.endswith("RandomVLMDataModule"):
-        ov += ["data.text_tokens=8", "data.global_batch_size=4", "data.per_device_batch_size=4",
-               "data.num_workers=0", "callbacks.throughput.warmup_batches=0", "trainer.devices=1"]
+        ov += [
+            "data.text_tokens=8",
+            "data.global_batch_size=4",
+            "data.per_device_batch_size=4",
+            "data.num_workers=0",
+            "callbacks.throughput.warmup_batches=0",
+            "trainer.devices=1",
+        ]
     else:  # the synthetic grounding task keeps its data, shrunk
-        ov += ["data.seq_len=8", "data.num_special_tokens=16", "data.splits={train:16,val:4,test:4}",
-               "data.global_batch_size=4", "data.per_device_batch_size=4", "data.eval_batch_size=4",
-               "trainer.val_check_interval=1"]
+        ov += [
+            "data.seq_len=8",
+            "data.num_special_tokens=16",
+            "data.splits={train:16,val:4,test:4}",
+            "data.global_batch_size=4",
+            "data.per_device_batch_size=4",
+            "data.eval_batch_size=4",
+            "trainer.val_check_interval=1",
+        ]
     if paper.projector._target_.endswith("LDPv2Projector"):
         ov.append("projector.pool_size=4")  # 27 x 27 -> 14 x 14 in the paper; 8 x 8 -> 4 x 4 here
     if paper.projector._target_.endswith("QMambaProjector"):
-        ov += ["projector.width=64", "projector.depth=2", "projector.num_heads=2",
-               "projector.pretrained_mamba=null", "projector.connector_ckpt=null"]
+        ov += [
+            "projector.width=64",
+            "projector.depth=2",
+            "projector.num_heads=2",
+            "projector.pretrained_mamba=null",
+            "projector.connector_ckpt=null",
+        ]
     return ov
 
 
@@ -61,7 +98,11 @@ def test_experiment_composes_for_both_stages(tmp_path, experiment):
         assert c["experiment_name"].startswith(experiment.split("/")[0])
         if "stage_recipe" in c:
             # finetune starts from this experiment's own align checkpoint
-            want = None if stage == "align" else f"{tmp_path}/logs/train/{c['experiment_name']}/align/checkpoints/last.ckpt"
+            want = (
+                None
+                if stage == "align"
+                else f"{tmp_path}/logs/train/{c['experiment_name']}/align/checkpoints/last.ckpt"
+            )
             assert c["init_from"] == want
 
 
@@ -70,8 +111,16 @@ def test_experiment_architecture_trains_one_step_tiny(tmp_path, experiment):
     paper = compose_cfg(tmp_path, [f"experiment={experiment}"], small_data=False)
     cfg = tiny(tmp_path, experiment)
     # What makes the paper's architecture survives the swap.
-    for key in ("projector._target_", "scan.name", "framing", "prompt.name", "prompt.image_position", "stage.name",
-                "module.loss_normalization", "optim.optimizer._target_"):
+    for key in (
+        "projector._target_",
+        "scan.name",
+        "framing",
+        "prompt.name",
+        "prompt.image_position",
+        "stage.name",
+        "module.loss_normalization",
+        "optim.optimizer._target_",
+    ):
         assert OmegaConf.select(cfg, key) == OmegaConf.select(paper, key), key
     assert bool(cfg.encoder) == bool(paper.encoder)
     if paper.encoder:
@@ -94,29 +143,50 @@ def test_two_stage_recipe_chains_align_into_finetune_through_the_cli(tmp_path):
     from tests.conftest import SHARED_CACHE
 
     env = {**os.environ, "MMSSM_ROOT": str(tmp_path)}
-    ov = [o for o in tiny_overrides(tmp_path, "vl_mamba/main")
-          if not o.startswith(("callbacks.checkpoint", "init_from", "trainer.max_steps"))]
-    common = [*ov, "logger=none", "trainer.max_steps=2", "callbacks.checkpoint.every_n_train_steps=2",
-              f"paths.cache_dir={SHARED_CACHE}"]
+    ov = [
+        o
+        for o in tiny_overrides(tmp_path, "vl_mamba/main")
+        if not o.startswith(("callbacks.checkpoint", "init_from", "trainer.max_steps"))
+    ]
+    common = [
+        *ov,
+        "logger=none",
+        "trainer.max_steps=2",
+        "callbacks.checkpoint.every_n_train_steps=2",
+        f"paths.cache_dir={SHARED_CACHE}",
+    ]
     ckpts = {}
     for stage in ("align", "finetune"):
-        proc = subprocess.run([sys.executable, "-m", "mmssm_lightning.train", f"stage={stage}", *common],
-                              env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-m", "mmssm_lightning.train", f"stage={stage}", *common],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         run_dir = tmp_path / "logs" / "train" / "vl_mamba" / stage
-        ckpts[stage] = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+        ckpts[stage] = torch.load(
+            run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu"
+        )
         assert (run_dir / ".hydra" / "config.yaml").exists()
     align, finetune = ckpts["align"], ckpts["finetune"]
     assert align["mmssm_config"]["optim"]["optimizer"]["lr"] == 1e-3
     assert finetune["mmssm_config"]["optim"]["optimizer"]["lr"] == 2e-5
-    assert finetune["mmssm_config"]["init_from"] == str(tmp_path / "logs/train/vl_mamba/align/checkpoints/last.ckpt")
+    assert finetune["mmssm_config"]["init_from"] == str(
+        tmp_path / "logs/train/vl_mamba/align/checkpoints/last.ckpt"
+    )
     import lightning as L
 
     L.seed_everything(42)  # what train.run does before building: the fresh initialisation
-    fresh = build_model(compose_cfg(tmp_path, [*ov, "stage=finetune"], small_data=False)).projector.head.weight
+    fresh = build_model(
+        compose_cfg(tmp_path, [*ov, "stage=finetune"], small_data=False)
+    ).projector.head.weight
     key = "model.projector.head.weight"
     assert (align["state_dict"][key] - fresh).abs().max() > 1e-3  # align moved it (2 steps at lr 1e-3)
     assert (finetune["state_dict"][key] - align["state_dict"][key]).abs().max() < 2e-4  # 2 at 2e-5 from there
     # the LLM learns only in finetune
-    llm_key = next(k for k in align["state_dict"] if k.startswith("model.llm.") and k.endswith("in_proj.weight"))
+    llm_key = next(
+        k for k in align["state_dict"] if k.startswith("model.llm.") and k.endswith("in_proj.weight")
+    )
     assert not torch.equal(finetune["state_dict"][llm_key], align["state_dict"][llm_key])

@@ -8,7 +8,7 @@ from mmssm_lightning.eval.parsing import box_iou, first_box
 from mmssm_lightning.lit.module import warmup_cosine
 from mmssm_lightning.models.loss import causal_lm_loss
 
-I = -100
+EYE = -100
 
 
 def _logits_for(nll_per_position):
@@ -21,14 +21,16 @@ def _logits_for(nll_per_position):
 def test_token_vs_sample_normalisation_hand_checked():
     # Sequence 0 has 3 targets with NLL 1, 2, 3; sequence 1 has one target with NLL 6.
     logits = torch.stack([_logits_for([1, 2, 3, 0.5]), _logits_for([6, 0.5, 0.5, 0.5])])
-    labels = torch.tensor([[I, 0, 0, 0], [I, 0, I, I]])
+    labels = torch.tensor([[EYE, 0, 0, 0], [EYE, 0, EYE, EYE]])
     assert causal_lm_loss(logits, labels, "token").item() == pytest.approx((1 + 2 + 3 + 6) / 4, rel=1e-5)
-    assert causal_lm_loss(logits, labels, "sample").item() == pytest.approx(((1 + 2 + 3) / 3 + 6) / 2, rel=1e-5)
+    assert causal_lm_loss(logits, labels, "sample").item() == pytest.approx(
+        ((1 + 2 + 3) / 3 + 6) / 2, rel=1e-5
+    )
 
 
 def test_sample_normalisation_skips_sequences_without_targets():
     logits = torch.stack([_logits_for([2, 2, 0.5]), _logits_for([9, 9, 9])])
-    labels = torch.tensor([[I, 0, I], [I, I, I]])
+    labels = torch.tensor([[EYE, 0, EYE], [EYE, EYE, EYE]])
     assert causal_lm_loss(logits, labels, "sample").item() == pytest.approx(2.0, rel=1e-5)
     with pytest.raises(ValueError, match="loss_normalization"):
         causal_lm_loss(logits, labels, "mean")
@@ -46,9 +48,11 @@ def test_warmup_cosine():
 
 def test_task_accuracy_hand_checked():
     m = TaskAccuracy(["color", "box"])
-    m.update(["Red.", "blue", "[0.1, 0.1, 0.5, 0.5]", "[0, 0, 0.2, 0.2]"],
-             ["red", "green", "[0.1, 0.1, 0.5, 0.6]", "[0.5, 0.5, 1, 1]"],
-             ["color", "color", "box", "box"])
+    m.update(
+        ["Red.", "blue", "[0.1, 0.1, 0.5, 0.5]", "[0, 0, 0.2, 0.2]"],
+        ["red", "green", "[0.1, 0.1, 0.5, 0.6]", "[0.5, 0.5, 1, 1]"],
+        ["color", "color", "box", "box"],
+    )
     out = m.compute()
     assert out["color"].item() == pytest.approx(0.5)
     assert out["box"].item() == pytest.approx(0.5)  # IoU 0.8 hits, IoU 0 misses

@@ -15,7 +15,11 @@ def _greedy_by_full_recompute(model, embeds, n):
     """The obvious greedy loop: re-run the whole sequence for every token (no cache)."""
     tokens = []
     for _ in range(n):
-        seq = embeds if not tokens else torch.cat([embeds, model.get_input_embeddings()(torch.stack(tokens, 1))], 1)
+        seq = (
+            embeds
+            if not tokens
+            else torch.cat([embeds, model.get_input_embeddings()(torch.stack(tokens, 1))], 1)
+        )
         tokens.append(model(inputs_embeds=seq, use_cache=False).logits[:, -1].argmax(-1))
     return torch.stack(tokens, 1)
 
@@ -23,8 +27,16 @@ def _greedy_by_full_recompute(model, embeds, n):
 @pytest.mark.parametrize("residual_in_fp32", [True, False])
 def test_decoder_matches_full_recompute_greedy(residual_in_fp32):
     torch.manual_seed(0)
-    cfg = MambaConfig(hidden_size=32, num_hidden_layers=3, state_size=8, expand=2, conv_kernel=4, vocab_size=97,
-                      residual_in_fp32=residual_in_fp32, use_mambapy=False)
+    cfg = MambaConfig(
+        hidden_size=32,
+        num_hidden_layers=3,
+        state_size=8,
+        expand=2,
+        conv_kernel=4,
+        vocab_size=97,
+        residual_in_fp32=residual_in_fp32,
+        use_mambapy=False,
+    )
     model = MambaForCausalLM(cfg).eval().to(DEVICE)
     embeds = torch.randn(3, 11, 32, device=DEVICE)  # e.g. image tokens + prompt, as a VLM hands them over
     with torch.no_grad():
@@ -56,7 +68,9 @@ def test_decoder_gemvs_at_batch_1(gemv):
 def test_decoder_prefill_state_equals_stepping_the_prompt():
     """Prefill's conv window and SSM state equal those reached by feeding the prompt step by step."""
     torch.manual_seed(1)
-    model = MambaForCausalLM(MambaConfig(hidden_size=16, num_hidden_layers=2, state_size=4, vocab_size=50)).eval()
+    model = MambaForCausalLM(
+        MambaConfig(hidden_size=16, num_hidden_layers=2, state_size=4, vocab_size=50)
+    ).eval()
     ids = torch.randint(0, 50, (2, 7))  # the decoder's own paths only: no HF forward, CPU everywhere
     a = MambaDecoder(model, 2, backend="torch")
     a.prefill(model.get_input_embeddings()(ids))
@@ -76,7 +90,9 @@ def test_decoder_on_gpu_kernels_and_cuda_graph_match_full_recompute(fused_step):
     from mmssm_lightning.models.mamba_decode import _step_kernels
 
     torch.manual_seed(0)
-    cfg = MambaConfig(hidden_size=256, num_hidden_layers=4, state_size=16, expand=2, conv_kernel=4, vocab_size=512)
+    cfg = MambaConfig(
+        hidden_size=256, num_hidden_layers=4, state_size=16, expand=2, conv_kernel=4, vocab_size=512
+    )
     model = MambaForCausalLM(cfg).cuda().eval()
     embeds = torch.randn(2, 40, 256, device="cuda")
     with torch.no_grad():
@@ -87,7 +103,9 @@ def test_decoder_on_gpu_kernels_and_cuda_graph_match_full_recompute(fused_step):
         assert dec.graph is not None
         assert (got == want).float().mean() == 1.0
         # the prefill replayed from a graph fills the same states; a second prompt length gets its own graph
-        graphed = MambaDecoder(model, batch_size=2, cuda_graph=True, fused_step=fused_step, graph_prefill=True)
+        graphed = MambaDecoder(
+            model, batch_size=2, cuda_graph=True, fused_step=fused_step, graph_prefill=True
+        )
         eager = MambaDecoder(model, batch_size=2, cuda_graph=True, fused_step=fused_step)
         for _ in range(2):
             assert torch.equal(graphed.prefill(embeds), eager.prefill(embeds))
@@ -113,8 +131,16 @@ def step_kernels():
 
 
 def _tiny_mamba(dtype=torch.float32, **kw):
-    cfg = MambaConfig(hidden_size=32, num_hidden_layers=3, state_size=8, expand=2, conv_kernel=4, vocab_size=97,
-                      use_mambapy=False, **kw)
+    cfg = MambaConfig(
+        hidden_size=32,
+        num_hidden_layers=3,
+        state_size=8,
+        expand=2,
+        conv_kernel=4,
+        vocab_size=97,
+        use_mambapy=False,
+        **kw,
+    )
     return MambaForCausalLM(cfg).eval().to(dtype)
 
 
@@ -137,7 +163,9 @@ def test_fused_mixer_step_equals_op_by_op_step(step_kernels, dtype, tol):
             for i, layer in enumerate(ref.layers):
                 h = torch.randn(3, 32, device=dev, dtype=dtype)
                 got, want = fused(i, layer.mixer, h), ref._mixer_step(i, layer.mixer, h)
-                assert close(got, want) and close(conv[i], ref.conv_state[i]) and close(ssm[i], ref.ssm_state[i])
+                assert (
+                    close(got, want) and close(conv[i], ref.conv_state[i]) and close(ssm[i], ref.ssm_state[i])
+                )
 
 
 def test_triton_gemv_at_batch_1(step_kernels):
@@ -158,11 +186,19 @@ def test_fused_decoder_matches_full_recompute_greedy(step_kernels):
     embeds = torch.randn(2, 9, 32, device=dev)
     with torch.no_grad():
         want = _greedy_by_full_recompute(model, embeds, 8)
-        dec = MambaDecoder(model, 2, cuda_graph=False, backend="auto" if dev == "cuda" else "torch", fused_step=True)
+        dec = MambaDecoder(
+            model, 2, cuda_graph=False, backend="auto" if dev == "cuda" else "torch", fused_step=True
+        )
         assert dec.fused is not None
         assert torch.equal(dec.generate(embeds, 8), want)
-        one = MambaDecoder(model, 1, cuda_graph=False, backend="auto" if dev == "cuda" else "torch", fused_step=True,
-                           gemv="triton")
+        one = MambaDecoder(
+            model,
+            1,
+            cuda_graph=False,
+            backend="auto" if dev == "cuda" else "torch",
+            fused_step=True,
+            gemv="triton",
+        )
         assert torch.equal(one.generate(embeds[:1], 8), want[:1])
     with pytest.raises(ValueError, match="batch 1..16"):
         MambaDecoder(model, 17, backend="torch", fused_step=True)

@@ -4,7 +4,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from mmssm_lightning.build import build_model
-from mmssm_lightning.data.prompting import IGNORE_INDEX, IMAGE_TOKEN_ID
+from mmssm_lightning.constants import IGNORE_INDEX, IMAGE_TOKEN_ID
 from mmssm_lightning.models.encoders import TimmEncoder, VisionTower
 from mmssm_lightning.models.layout import VisualLayout
 from mmssm_lightning.models.loss import causal_lm_loss
@@ -24,8 +24,8 @@ def _batch(model, batch_size=3, img_first=True):
     input_ids = torch.full((batch_size, L), tok.pad_token_id)
     lab = torch.full((batch_size, L), IGNORE_INDEX)
     mask = torch.zeros(batch_size, L, dtype=torch.long)
-    for i, (r, l) in enumerate(zip(rows, labels)):
-        input_ids[i, : len(r)], lab[i, : len(l)], mask[i, : len(r)] = r, l, 1
+    for i, (r, lb) in enumerate(zip(rows, labels)):
+        input_ids[i, : len(r)], lab[i, : len(lb)], mask[i, : len(r)] = r, lb, 1
     size = model.vision.image_size
     return input_ids, mask, torch.rand(batch_size, 3, size, size), lab
 
@@ -55,8 +55,11 @@ def test_forward_backward_every_fusion_and_llm(cfg_factory, encoder, llm):
 
 
 def test_tower_token_counts_and_prefix_drop():
-    kw = dict(model_name="vit_small_patch16_224", image_size=64,
-              model_kwargs={"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "reg_tokens": 4})
+    kw = {
+        "model_name": "vit_small_patch16_224",
+        "image_size": 64,
+        "model_kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "reg_tokens": 4},
+    }
     drop = TimmEncoder(**kw)
     keep = TimmEncoder(**kw, drop_prefix_tokens=False)
     x = torch.rand(2, 3, 64, 64)
@@ -67,8 +70,11 @@ def test_tower_token_counts_and_prefix_drop():
 
 
 def test_feature_layer_selects_that_block_output():
-    kw = dict(model_name="vit_small_patch16_224", image_size=32,
-              model_kwargs={"patch_size": 8, "embed_dim": 32, "depth": 3, "num_heads": 2})
+    kw = {
+        "model_name": "vit_small_patch16_224",
+        "image_size": 32,
+        "model_kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 3, "num_heads": 2},
+    }
     torch.manual_seed(0)
     full = TimmEncoder(**kw, feature_layer=-1)
     first = TimmEncoder(**kw, feature_layer=0)
@@ -79,15 +85,18 @@ def test_feature_layer_selects_that_block_output():
     h = m._pos_embed(m.patch_embed((x - full.mean) / full.std))
     h = m.norm_pre(m.patch_drop(h))
     h = m.blocks[0](h)
-    assert torch.allclose(first(x), h[:, m.num_prefix_tokens:], atol=1e-6)
+    assert torch.allclose(first(x), h[:, m.num_prefix_tokens :], atol=1e-6)
     with pytest.raises(ValueError, match="feature_layer"):
         TimmEncoder(**kw, feature_layer=5)
 
 
 def test_fusion_layouts():
     def tower(dim, **extra):
-        return TimmEncoder("vit_small_patch16_224", image_size=32,
-                           model_kwargs={"patch_size": 8, "embed_dim": dim, "depth": 2, "num_heads": 2, **extra})
+        return TimmEncoder(
+            "vit_small_patch16_224",
+            image_size=32,
+            model_kwargs={"patch_size": 8, "embed_dim": dim, "depth": 2, "num_heads": 2, **extra},
+        )
 
     a, b = tower(32), tower(48, class_token=False, global_pool="avg")
     x = torch.rand(2, 3, 32, 32)
@@ -99,8 +108,16 @@ def test_fusion_layouts():
     assert torch.allclose(seq(x)[:, :16, :32], a(x)) and torch.all(seq(x)[:, :16, 32:] == 0)
     assert torch.allclose(seq(x)[:, 16:], b(x))
     with pytest.raises(ValueError, match="image_size"):
-        VisionTower({"a": a, "c": TimmEncoder("vit_small_patch16_224", image_size=64,
-                                              model_kwargs={"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2})})
+        VisionTower(
+            {
+                "a": a,
+                "c": TimmEncoder(
+                    "vit_small_patch16_224",
+                    image_size=64,
+                    model_kwargs={"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2},
+                ),
+            }
+        )
 
 
 def test_frozen_tower_stays_in_eval_mode(cfg_factory):
@@ -115,7 +132,10 @@ def test_cobra_fused_projector_shapes():
     linears = [m for m in p.net if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(2176, 8704), (8704, 2560), (2560, 2560)]
     two = MLPProjector(in_dim=1024, out_dim=2048, num_layers=2)
-    assert [(m.in_features, m.out_features) for m in two.net if isinstance(m, torch.nn.Linear)] == [(1024, 2048), (2048, 2048)]
+    assert [(m.in_features, m.out_features) for m in two.net if isinstance(m, torch.nn.Linear)] == [
+        (1024, 2048),
+        (2048, 2048),
+    ]
 
 
 @pytest.mark.parametrize("llm", ["tiny_mamba", "tiny_pythia"])
@@ -130,10 +150,12 @@ def test_batched_generation_equals_one_by_one(cfg_factory, llm):
     left = torch.full((3, L), model.tokenizer.pad_token_id)
     lmask = torch.zeros(3, L, dtype=torch.long)
     for i, p in enumerate(prompts):
-        left[i, L - len(p):], lmask[i, L - len(p):] = p, 1
+        left[i, L - len(p) :], lmask[i, L - len(p) :] = p, 1
     batched = model.generate(left, lmask, pixels, max_new_tokens=6)
-    single = [model.generate(p[None], torch.ones(1, len(p), dtype=torch.long), pixels[i : i + 1], 6)[0]
-              for i, p in enumerate(prompts)]
+    single = [
+        model.generate(p[None], torch.ones(1, len(p), dtype=torch.long), pixels[i : i + 1], 6)[0]
+        for i, p in enumerate(prompts)
+    ]
     assert batched == single
 
 
@@ -146,7 +168,7 @@ def test_tokenizer_larger_than_embedding_is_a_clear_error(cfg_factory):
 @pytest.mark.parametrize(
     "encoder, tokens, dim",
     [
-        ("dinosiglip_384_channel", 729, 2176),   # Cobra eq. 4
+        ("dinosiglip_384_channel", 729, 2176),  # Cobra eq. 4
         ("dinosiglip_384_sequence", 1458, 1152),  # MambaVLM visual long sequence
         ("siglip_so400m_384", 729, 1152),
         ("dinov2_l_reg4_384", 729, 1024),
@@ -162,7 +184,11 @@ def test_real_towers_have_the_papers_token_counts(cfg_factory, encoder, tokens, 
     with torch.device("meta"):
         tower = instantiate(cfg.encoder, _convert_="all")
     assert (tower.num_tokens, tower.embed_dim) == (tokens, dim)
-    assert tower(torch.empty(1, 3, tower.image_size, tower.image_size, device="meta")).shape == (1, tokens, dim)
+    assert tower(torch.empty(1, 3, tower.image_size, tower.image_size, device="meta")).shape == (
+        1,
+        tokens,
+        dim,
+    )
 
 
 def test_text_only_and_image_rows_share_a_batch(cfg_factory):

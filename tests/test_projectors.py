@@ -25,8 +25,18 @@ def test_local_mask_is_figure_3():
 
 def test_qmamba_query_i_reads_only_its_chunk():
     torch.manual_seed(0)
-    p = QMambaProjector(16, 8, ONE, Scan("bidirectional"), num_queries=4, width=16, depth=1, num_heads=2,
-                        connector=False, backend="torch").eval()
+    p = QMambaProjector(
+        16,
+        8,
+        ONE,
+        Scan("bidirectional"),
+        num_queries=4,
+        width=16,
+        depth=1,
+        num_heads=2,
+        connector=False,
+        backend="torch",
+    ).eval()
     x = torch.randn(1, 12, 16)
     base = p(x)
     assert base.shape == (1, 4, 8) and p.out_layout == VisualLayout(4)
@@ -37,18 +47,43 @@ def test_qmamba_query_i_reads_only_its_chunk():
         changed = (p(x2) - base).abs().amax(-1)[0] > 1e-6
         # depth 1: the Mamba over queries sees no keys, so only queries whose chunk holds key j move
         assert changed.tolist() == mask[:, j].tolist()
-    glob = QMambaProjector(16, 8, ONE, Scan("forward"), num_queries=4, width=16, depth=1, num_heads=2,
-                           attention="global", connector=False, backend="torch")
+    glob = QMambaProjector(
+        16,
+        8,
+        ONE,
+        Scan("forward"),
+        num_queries=4,
+        width=16,
+        depth=1,
+        num_heads=2,
+        attention="global",
+        connector=False,
+        backend="torch",
+    )
     assert glob.mask is None
 
 
 def test_qmamba_takes_hf_mamba_weights(tmp_path):
     from transformers import MambaConfig, MambaForCausalLM
 
-    hf = MambaForCausalLM(MambaConfig(hidden_size=32, num_hidden_layers=3, state_size=16, expand=2, conv_kernel=4, vocab_size=64))
+    hf = MambaForCausalLM(
+        MambaConfig(
+            hidden_size=32, num_hidden_layers=3, state_size=16, expand=2, conv_kernel=4, vocab_size=64
+        )
+    )
     hf.save_pretrained(tmp_path / "mamba")
-    p = QMambaProjector(24, 40, ONE, Scan("bidirectional"), num_queries=6, width=32, depth=2, num_heads=4,
-                        pretrained_mamba=str(tmp_path / "mamba"), backend="torch")
+    p = QMambaProjector(
+        24,
+        40,
+        ONE,
+        Scan("bidirectional"),
+        num_queries=6,
+        width=32,
+        depth=2,
+        num_heads=4,
+        pretrained_mamba=str(tmp_path / "mamba"),
+        backend="torch",
+    )
     sd = hf.state_dict()
     for i in range(2):
         assert torch.equal(p.blocks[i].mixer.A_log, sd[f"backbone.layers.{i}.mixer.A_log"])
@@ -57,27 +92,60 @@ def test_qmamba_takes_hf_mamba_weights(tmp_path):
     assert torch.equal(p.norm_f.weight, sd["backbone.norm_f.weight"])
     assert p.load_mamba_state_dict(sd) == 1 + 2 * 10  # norm_f + per layer: norm + 9 mixer tensors
     with pytest.raises(ValueError, match="projector.width"):
-        QMambaProjector(24, 40, ONE, Scan("forward"), num_queries=6, width=48, depth=2, num_heads=4,
-                        backend="torch").load_mamba_state_dict(sd)
+        QMambaProjector(
+            24, 40, ONE, Scan("forward"), num_queries=6, width=48, depth=2, num_heads=4, backend="torch"
+        ).load_mamba_state_dict(sd)
     with pytest.raises(ValueError, match="depth"):
-        QMambaProjector(24, 40, ONE, Scan("forward"), num_queries=6, width=32, depth=4, num_heads=4,
-                        backend="torch").load_mamba_state_dict(sd)
+        QMambaProjector(
+            24, 40, ONE, Scan("forward"), num_queries=6, width=32, depth=4, num_heads=4, backend="torch"
+        ).load_mamba_state_dict(sd)
 
 
 def test_qmamba_connector_from_a_vl_mamba_checkpoint(tmp_path):
     vl = VSSProjector(24, 40, ONE, Scan("bidirectional"), variant="l2", backend="torch")
     ckpt = tmp_path / "vl.ckpt"
     torch.save({"state_dict": {f"model.projector.{k}": v for k, v in vl.state_dict().items()}}, ckpt)
-    p = QMambaProjector(24, 40, ONE, Scan("bidirectional"), num_queries=4, width=16, depth=1, num_heads=2,
-                        connector_ckpt=str(ckpt), backend="torch")
+    p = QMambaProjector(
+        24,
+        40,
+        ONE,
+        Scan("bidirectional"),
+        num_queries=4,
+        width=16,
+        depth=1,
+        num_heads=2,
+        connector_ckpt=str(ckpt),
+        backend="torch",
+    )
     for k, v in vl.state_dict().items():
         assert torch.equal(p.connector.state_dict()[k], v)
     with pytest.raises(ValueError, match="not a matching VL-Mamba connector"):
-        QMambaProjector(24, 40, ONE, Scan("bidirectional"), num_queries=4, width=16, depth=1, num_heads=2,
-                        connector_variant="mlp", connector_ckpt=str(ckpt), backend="torch")
+        QMambaProjector(
+            24,
+            40,
+            ONE,
+            Scan("bidirectional"),
+            num_queries=4,
+            width=16,
+            depth=1,
+            num_heads=2,
+            connector_variant="mlp",
+            connector_ckpt=str(ckpt),
+            backend="torch",
+        )
     with pytest.raises(FileNotFoundError, match="connector_ckpt"):
-        QMambaProjector(24, 40, ONE, Scan("bidirectional"), num_queries=4, width=16, depth=1, num_heads=2,
-                        connector_ckpt=str(tmp_path / "nope.ckpt"), backend="torch")
+        QMambaProjector(
+            24,
+            40,
+            ONE,
+            Scan("bidirectional"),
+            num_queries=4,
+            width=16,
+            depth=1,
+            num_heads=2,
+            connector_ckpt=str(tmp_path / "nope.ckpt"),
+            backend="torch",
+        )
 
 
 def test_vss_mlp_is_equation_5_and_vss_l2_is_equation_6():

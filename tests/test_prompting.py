@@ -1,13 +1,14 @@
 import pytest
 import torch
-
-from mmssm_lightning.data.prompting import IGNORE_INDEX, IMAGE_TOKEN_ID, PromptFormat, SequenceBuilder
-from mmssm_lightning.models.tokenizer import synthetic_bpe_tokenizer
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from mmssm_lightning.train import CONF_DIR
 
-TOK = synthetic_bpe_tokenizer(1024)
+from mmssm_lightning.constants import CONF_DIR, IGNORE_INDEX, IMAGE_TOKEN_ID
+from mmssm_lightning.data.prompting import PromptFormat, SequenceBuilder
+from mmssm_lightning.data.synthetic import corpus
+from mmssm_lightning.models.tokenizer import synthetic_bpe_tokenizer
+
+TOK = synthetic_bpe_tokenizer(1024, corpus=corpus())
 CONV = [
     {"from": "human", "value": "<image>\nWhat color is the circle?"},
     {"from": "gpt", "value": "red"},

@@ -30,7 +30,9 @@ def test_two_map_orders_on_2x3():
         Scan("cross_stitch").permutations(g, num_maps=1)
 
 
-@pytest.mark.parametrize("name", ["forward", "backward", "bidirectional", "cross", "cross_cat", "cross_stitch"])
+@pytest.mark.parametrize(
+    "name", ["forward", "backward", "bidirectional", "cross", "cross_cat", "cross_stitch"]
+)
 def test_merge_of_scan_is_identity(name):
     maps = 2 if name == "cross_stitch" else 1
     scan = Scan(name)

@@ -8,17 +8,17 @@ import pytest
 import torch
 
 from mmssm_lightning.build import build_datamodule, build_model
+from mmssm_lightning.constants import IMAGE_TOKEN_ID
 from mmssm_lightning.data.grounding import GroundingRecords, position_answers
 from mmssm_lightning.data.packing import pack_records
-from mmssm_lightning.data.prompting import IMAGE_TOKEN_ID
+from mmssm_lightning.data.synthetic import corpus
 from mmssm_lightning.models.framing import ImageFraming
 from mmssm_lightning.models.layout import VisualLayout
 from mmssm_lightning.models.tokenizer import synthetic_bpe_tokenizer
 from mmssm_lightning.train import run
-
 from tests.conftest import compose_cfg
 
-TOK = synthetic_bpe_tokenizer(1024)
+TOK = synthetic_bpe_tokenizer(1024, corpus=corpus())
 
 
 def test_framing_wraps_rows_in_hash_and_ampersand():
@@ -61,14 +61,23 @@ def test_framed_model_splices_the_separators(cfg_factory):
 
 
 def _rec(i, image, task, q, a):
-    return {"id": str(i), "image": image, "task": task,
-            "conversations": [{"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": a}]}
+    return {
+        "id": str(i),
+        "image": image,
+        "task": task,
+        "conversations": [{"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": a}],
+    }
 
 
 def test_packing_merges_qa_pairs_of_one_image_and_task():
-    recs = [_rec(0, "a.png", "vqa", "q0", "a0"), _rec(1, "b.png", "vqa", "q1", "a1"), _rec(2, "a.png", "vqa", "q2", "a2"),
-            _rec(3, "a.png", "box", "q3", "a3"), _rec(4, "a.png", "vqa", "q4", "a4"),
-            {"id": "t", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}]
+    recs = [
+        _rec(0, "a.png", "vqa", "q0", "a0"),
+        _rec(1, "b.png", "vqa", "q1", "a1"),
+        _rec(2, "a.png", "vqa", "q2", "a2"),
+        _rec(3, "a.png", "box", "q3", "a3"),
+        _rec(4, "a.png", "vqa", "q4", "a4"),
+        {"id": "t", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]},
+    ]
     packed = pack_records(recs, max_pairs=2)
     assert [p.get("packed_ids", [p["id"]]) for p in packed] == [["0", "2"], ["4"], ["1"], ["3"], ["t"]]
     first = packed[0]["conversations"]
@@ -102,7 +111,9 @@ def test_grounding_records():
     for a in answers:
         assert len(TOK(a, add_special_tokens=False)["input_ids"]) == 1
     recs = GroundingRecords(40, 10, 16, seed=0, split="train", answers=answers, query_first=False)
-    assert recs[7] == GroundingRecords(40, 10, 16, 0, "train", answers, False)[7]  # a pure function of the index
+    assert (
+        recs[7] == GroundingRecords(40, 10, 16, 0, "train", answers, False)[7]
+    )  # a pure function of the index
     assert recs[7] != GroundingRecords(40, 10, 16, 0, "val", answers, False)[7]
     tasks = [r["task"] for r in recs]
     assert all(tasks.count(f"pos{p:03d}") == 4 for p in range(1, 11))  # targets spread evenly
@@ -113,13 +124,21 @@ def test_grounding_records():
         assert len(tokens) == len(set(tokens)) == 10
         p = int(r["task"][3:]) - 1
         assert tokens[p] == query and r["conversations"][1]["value"] == answers[p]
-    first = GroundingRecords(10, 10, 16, 0, "train", answers, query_first=True)[3]["conversations"][0]["value"]
+    first = GroundingRecords(10, 10, 16, 0, "train", answers, query_first=True)[3]["conversations"][0][
+        "value"
+    ]
     assert first.startswith("<out><s")
 
 
 def test_grounding_adds_tokens_with_seeded_embeddings(tmp_path):
-    overrides = ["experiment=pythia_vs_mamba/grounding", "llm=tiny_mamba", "trainer=cpu", "data.seq_len=6",
-                 "data.num_special_tokens=12", "data.splits={train:60,val:12,test:12}"]
+    overrides = [
+        "experiment=pythia_vs_mamba/grounding",
+        "llm=tiny_mamba",
+        "trainer=cpu",
+        "data.seq_len=6",
+        "data.num_special_tokens=12",
+        "data.splits={train:60,val:12,test:12}",
+    ]
     torch.manual_seed(0)
     a = build_model(cfg := compose_cfg(tmp_path, overrides, small_data=False))
     vocab = a.llm.model.get_input_embeddings().num_embeddings
@@ -132,7 +151,9 @@ def test_grounding_adds_tokens_with_seeded_embeddings(tmp_path):
     assert item["pixel_values"] is None
     assert (item["labels"] >= 0).sum() == 1  # only the answer token is supervised
     torch.manual_seed(0)
-    b = build_model(cfg2 := compose_cfg(tmp_path, overrides + ["data.embedding_init_seed=1"], small_data=False))
+    b = build_model(
+        cfg2 := compose_cfg(tmp_path, overrides + ["data.embedding_init_seed=1"], small_data=False)
+    )
     build_datamodule(cfg2, b)
     old = emb[:100]
     assert torch.equal(old, b.llm.model.get_input_embeddings().weight[:100])  # same base model (seed 42)
@@ -140,12 +161,27 @@ def test_grounding_adds_tokens_with_seeded_embeddings(tmp_path):
 
 
 def test_grounding_trains_and_logs_accuracy_per_position(tmp_path):
-    cfg = compose_cfg(tmp_path, [
-        "experiment=pythia_vs_mamba/grounding", "llm=tiny_mamba", "trainer=cpu", "logger=csv", "data.seq_len=6",
-        "data.num_special_tokens=12", "data.splits={train:6000,val:60,test:60}", "data.global_batch_size=32",
-        "data.per_device_batch_size=32", "data.eval_batch_size=60", "trainer.max_steps=60",
-        "trainer.val_check_interval=30", "trainer.log_every_n_steps=5", "optim.optimizer.lr=3e-3",
-        "callbacks.checkpoint=null"], small_data=False)
+    cfg = compose_cfg(
+        tmp_path,
+        [
+            "experiment=pythia_vs_mamba/grounding",
+            "llm=tiny_mamba",
+            "trainer=cpu",
+            "logger=csv",
+            "data.seq_len=6",
+            "data.num_special_tokens=12",
+            "data.splits={train:6000,val:60,test:60}",
+            "data.global_batch_size=32",
+            "data.per_device_batch_size=32",
+            "data.eval_batch_size=60",
+            "trainer.max_steps=60",
+            "trainer.val_check_interval=30",
+            "trainer.log_every_n_steps=5",
+            "optim.optimizer.lr=3e-3",
+            "callbacks.checkpoint=null",
+        ],
+        small_data=False,
+    )
     payload = run(cfg)
     rows = list(csv.DictReader(open(next((tmp_path / "run").rglob("metrics.csv")))))
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]

@@ -43,7 +43,9 @@ def test_torch_scan_matches_the_recurrence_values_and_gradients(groups, chunk):
 def test_last_state_is_the_recurrence_state():
     u, delta, A, B, C, D, z, db = [t.detach() for t in _inputs(2)]
     _, h_ref = selective_scan_reference(u, delta, A, B, C, D, z, db, True, return_last_state=True)
-    _, h = selective_scan_torch(*[t.float() for t in (u, delta, A, B, C, D, z, db)], True, return_last_state=True)
+    _, h = selective_scan_torch(
+        *[t.float() for t in (u, delta, A, B, C, D, z, db)], True, return_last_state=True
+    )
     assert h.shape == (2, 6, 4) and (h.double() - h_ref).abs().max() < 1e-5
 
 
@@ -63,7 +65,9 @@ def test_mixer_equals_huggingface_mamba_mixer():
 
     device = "cuda" if kernels() is not None and torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
-    hf = HFMixer(MambaConfig(hidden_size=32, state_size=8, expand=2, conv_kernel=4, use_mambapy=False), 0).eval()
+    hf = HFMixer(
+        MambaConfig(hidden_size=32, state_size=8, expand=2, conv_kernel=4, use_mambapy=False), 0
+    ).eval()
     ours = MambaMixer(32, d_state=8, d_conv=4, expand=2, backend="torch")
     assert set(ours.state_dict()) == set(hf.state_dict())
     ours.load_state_dict(hf.state_dict())
@@ -83,8 +87,17 @@ def test_multi_direction_ssm_runs_each_direction_with_its_own_parameters():
         dbl = torch.einsum("bdl,cd->bcl", xk, ssm.x_proj_weight[k])
         dt, B, C = dbl.split([ssm.dt_rank, 4, 4], dim=1)
         delta = torch.einsum("brl,dr->bdl", dt, ssm.dt_proj_weight[k])
-        want = selective_scan_reference(xk, delta, -torch.exp(ssm.A_log[k]), B, C, ssm.D[k], None,
-                                        ssm.dt_proj_bias[k], delta_softplus=True)
+        want = selective_scan_reference(
+            xk,
+            delta,
+            -torch.exp(ssm.A_log[k]),
+            B,
+            C,
+            ssm.D[k],
+            None,
+            ssm.dt_proj_bias[k],
+            delta_softplus=True,
+        )
         assert (y[:, k].transpose(1, 2).double() - want).abs().max() < 1e-4
     shared = SelectiveSSM(d_inner=8, num_directions=3, d_state=4, shared=True, backend="torch")
     same = shared(x[:, :1].expand(-1, 3, -1, -1))
@@ -101,11 +114,15 @@ def test_cuda_backend_is_refused_clearly_without_kernels():
         MambaMixer(8, backend="triton")
 
 
-@pytest.mark.skipif(kernels() is None or not torch.cuda.is_available(), reason="needs mamba_ssm + causal_conv1d on a GPU")
+@pytest.mark.skipif(
+    kernels() is None or not torch.cuda.is_available(), reason="needs mamba_ssm + causal_conv1d on a GPU"
+)
 def test_cuda_kernels_match_the_torch_path():
     torch.manual_seed(0)
     for groups in (0, 4):
-        u, delta, A, B, C, D, z, db = [t.detach().float().cuda() for t in _inputs(groups, b=2, d=64, length=300, n=16)]
+        u, delta, A, B, C, D, z, db = [
+            t.detach().float().cuda() for t in _inputs(groups, b=2, d=64, length=300, n=16)
+        ]
         cuda = selective_scan(u, delta, A, B, C, D, z, db, True, backend="cuda")
         ref = selective_scan(u, delta, A, B, C, D, z, db, True, backend="torch")
         assert (cuda - ref).abs().max() < 1e-3

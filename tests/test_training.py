@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from mmssm_lightning.train import run
-
 from tests.conftest import SHARED_CACHE, SMALL_DATA, compose_cfg
 
 
@@ -29,9 +28,16 @@ def _losses(run_dir: Path) -> list[float]:
 def test_demo_loss_falls(tmp_path):
     cfg = compose_cfg(
         tmp_path,
-        ["logger=csv", "trainer.max_steps=60", "trainer.log_every_n_steps=5", "trainer.val_check_interval=60",
-         "data.per_device_batch_size=16", "data.global_batch_size=16", "module.val_generate=false",
-         "callbacks.checkpoint=null"],
+        [
+            "logger=csv",
+            "trainer.max_steps=60",
+            "trainer.log_every_n_steps=5",
+            "trainer.val_check_interval=60",
+            "data.per_device_batch_size=16",
+            "data.global_batch_size=16",
+            "module.val_generate=false",
+            "callbacks.checkpoint=null",
+        ],
     )
     payload = run(cfg)
     losses = _losses(tmp_path / "run")
@@ -47,8 +53,12 @@ def test_demo_loss_falls(tmp_path):
 
 
 def test_checkpoint_loads_weights_only_and_resumes(tmp_path):
-    common = ["trainer.val_check_interval=4", "module.val_generate=false", "evaluate=false",
-              "callbacks.checkpoint.every_n_train_steps=4"]
+    common = [
+        "trainer.val_check_interval=4",
+        "module.val_generate=false",
+        "evaluate=false",
+        "callbacks.checkpoint.every_n_train_steps=4",
+    ]
     run(compose_cfg(tmp_path, ["trainer.max_steps=4", *common]))
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     ckpt = torch.load(last, weights_only=True, map_location="cpu")
@@ -67,10 +77,21 @@ def test_checkpoint_loads_weights_only_and_resumes(tmp_path):
 
 def test_two_point_multirun(tmp_path):
     env = {**os.environ, "MMSSM_ROOT": str(tmp_path), "PYTEST_MMSSM_CACHE": str(SHARED_CACHE)}
-    cmd = [sys.executable, "-m", "mmssm_lightning.train", "-m", "logger=none", "trainer.max_steps=2",
-           "module.val_generate=false", "trainer.val_check_interval=2", "callbacks.checkpoint=null",
-           f"paths.cache_dir={SHARED_CACHE}", f"hydra.sweep.dir={tmp_path}/sweep",
-           *SMALL_DATA, "optim.optimizer.lr=1e-3,2e-3"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mmssm_lightning.train",
+        "-m",
+        "logger=none",
+        "trainer.max_steps=2",
+        "module.val_generate=false",
+        "trainer.val_check_interval=2",
+        "callbacks.checkpoint=null",
+        f"paths.cache_dir={SHARED_CACHE}",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        *SMALL_DATA,
+        "optim.optimizer.lr=1e-3,2e-3",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted((tmp_path / "sweep").glob("[0-9]"))
@@ -85,8 +106,16 @@ def test_two_point_multirun(tmp_path):
 
 def test_bad_override_is_a_short_clear_error(tmp_path):
     env = {**os.environ, "MMSSM_ROOT": str(tmp_path)}
-    cmd = [sys.executable, "-m", "mmssm_lightning.train", "logger=none", f"paths.cache_dir={SHARED_CACHE}",
-           "data.global_batch_size=30", "data.per_device_batch_size=16", *SMALL_DATA]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mmssm_lightning.train",
+        "logger=none",
+        f"paths.cache_dir={SHARED_CACHE}",
+        "data.global_batch_size=30",
+        "data.per_device_batch_size=16",
+        *SMALL_DATA,
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert "data.global_batch_size=30 is not a multiple" in proc.stderr
@@ -96,8 +125,17 @@ def test_bad_override_is_a_short_clear_error(tmp_path):
 def test_wandb_logs_offline_into_the_run_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    cfg = compose_cfg(tmp_path, ["logger=wandb", "trainer.max_steps=2", "trainer.val_check_interval=2",
-                                 "module.val_generate=false", "evaluate=false", "callbacks.checkpoint=null"])
+    cfg = compose_cfg(
+        tmp_path,
+        [
+            "logger=wandb",
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=2",
+            "module.val_generate=false",
+            "evaluate=false",
+            "callbacks.checkpoint=null",
+        ],
+    )
     assert cfg.logger.wandb.offline is True
     assert (cfg.logger.wandb.group, cfg.logger.wandb.job_type) == ("demo", "full")
     run(cfg)
@@ -112,14 +150,21 @@ def test_init_from_takes_weights_only_and_names_a_mismatch(tmp_path):
     from mmssm_lightning.build import build_model
     from mmssm_lightning.lit.module import VLMModule, load_weights
 
-    common = ["trainer.val_check_interval=2", "module.val_generate=false", "evaluate=false",
-              "callbacks.checkpoint.every_n_train_steps=2", "trainer.max_steps=2"]
+    common = [
+        "trainer.val_check_interval=2",
+        "module.val_generate=false",
+        "evaluate=false",
+        "callbacks.checkpoint.every_n_train_steps=2",
+        "trainer.max_steps=2",
+    ]
     run(compose_cfg(tmp_path, common))
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
 
     def module(overrides):
         cfg = compose_cfg(tmp_path / "b", overrides)
-        return VLMModule(build_model(cfg), instantiate(cfg.optim.optimizer), instantiate(cfg.stage, _convert_="all"))
+        return VLMModule(
+            build_model(cfg), instantiate(cfg.optim.optimizer), instantiate(cfg.stage, _convert_="all")
+        )
 
     fresh = module([])
     load_weights(fresh, str(ckpt))

@@ -7,18 +7,17 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import mmssm_lightning  # noqa: F401  (torchvision compatibility shim before timm/transformers)
-
 import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+import mmssm_lightning  # noqa: F401  (torchvision compatibility shim before timm/transformers)
 from mmssm_lightning.bench.generation import copy_bandwidth, describe, time_generation
 from mmssm_lightning.build import build_model, random_weights
+from mmssm_lightning.constants import CONF_DIR
 from mmssm_lightning.models.ssm import kernels
 from mmssm_lightning.models.vlm import VisionLanguageModel
-from mmssm_lightning.train import CONF_DIR
 from mmssm_lightning.utils import git_state
 
 
@@ -42,11 +41,14 @@ def run_generation(cfg: DictConfig) -> dict:
     bandwidth = copy_bandwidth(device) if device.type == "cuda" else None
     report = {
         "benchmark": "generation",
-        "protocol": f"1 image + 'Describe the image specifically.', exactly {cfg.new_tokens} new tokens (EOS ignored), "
+        "protocol": f"1 image + 'Describe the image specifically.', exactly {cfg.new_tokens} new tokens "
+        "(EOS ignored), "
         f"greedy; median of {cfg.repeats} runs after {cfg.warmup} warm-up; prefill = image encoding + prompt",
         "command": " ".join(["mmssm-bench", *sys.argv[1:]]),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "versions": {p: _version(p) for p in ("torch", "transformers", "timm", "mamba-ssm", "causal-conv1d", "triton")},
+        "versions": {
+            p: _version(p) for p in ("torch", "transformers", "timm", "mamba-ssm", "causal-conv1d", "triton")
+        },
         "git": git_state(),
         "ssm_kernels": kernels() is not None,
         "copy_bandwidth_GBps": bandwidth / 1e9 if bandwidth else None,
@@ -65,8 +67,9 @@ def run_generation(cfg: DictConfig) -> dict:
             if bandwidth:
                 entry["roofline_tokens_per_s_batch1"] = bandwidth / entry["llm_weight_bytes"]
             for b in cfg.batch_sizes:
-                entry[f"batch_{b}"] = time_generation(model, instantiate(cfg.prompt), b, cfg.new_tokens, cfg.repeats,
-                                                      cfg.warmup, cfg.cuda_graph)
+                entry[f"batch_{b}"] = time_generation(
+                    model, instantiate(cfg.prompt), b, cfg.new_tokens, cfg.repeats, cfg.warmup, cfg.cuda_graph
+                )
             del model
         except Exception as e:  # one model's failure must not lose the others' numbers
             entry["error"] = f"{type(e).__name__}: {e}"
@@ -88,7 +91,10 @@ def _print_row(name: str, entry: dict, batch_sizes) -> None:
     cols = [f"{name:10s} {entry['visual_tokens']:5d} tok"]
     for b in batch_sizes:
         r = entry[f"batch_{b}"]
-        cols.append(f"b{b}: {r['tokens_per_s']:7.1f} tok/s (prefill {1e3 * r['prefill_s']:6.1f} ms, decode {r['decode_tokens_per_s']:7.1f} tok/s)")
+        cols.append(
+            f"b{b}: {r['tokens_per_s']:7.1f} tok/s (prefill {1e3 * r['prefill_s']:6.1f} ms, "
+            f"decode {r['decode_tokens_per_s']:7.1f} tok/s)"
+        )
     if "roofline_tokens_per_s_batch1" in entry:
         cols.append(f"roofline b1 {entry['roofline_tokens_per_s_batch1']:.0f}")
     print(" | ".join(cols), flush=True)

@@ -7,13 +7,19 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+from mmssm_lightning.constants import IGNORE_INDEX, IMAGE_TOKEN_ID
 from mmssm_lightning.data.datamodule import BaseDataModule
-from mmssm_lightning.data.prompting import IGNORE_INDEX, IMAGE_TOKEN_ID
 
 
 class RandomVLMDataset(Dataset):
     def __init__(self, n: int, text_tokens: int, vocab: int, image_size: int | None, seed: int = 0) -> None:
-        self.n, self.text_tokens, self.vocab, self.image_size, self.seed = n, text_tokens, vocab, image_size, seed
+        self.n, self.text_tokens, self.vocab, self.image_size, self.seed = (
+            n,
+            text_tokens,
+            vocab,
+            image_size,
+            seed,
+        )
 
     def __len__(self) -> int:
         return self.n
@@ -25,8 +31,15 @@ class RandomVLMDataset(Dataset):
         ids = torch.cat([torch.tensor([IMAGE_TOKEN_ID]), text]) if image else text
         labels = torch.cat([torch.tensor([IGNORE_INDEX]), text]) if image else text
         pixels = torch.rand(3, self.image_size, self.image_size, generator=g) if image else None
-        return {"input_ids": ids, "labels": labels, "prompt_ids": ids[:1], "pixel_values": pixels,
-                "answer": "", "task": "default", "index": i}
+        return {
+            "input_ids": ids,
+            "labels": labels,
+            "prompt_ids": ids[:1],
+            "pixel_values": pixels,
+            "answer": "",
+            "task": "default",
+            "index": i,
+        }
 
 
 class RandomVLMDataModule(BaseDataModule):
@@ -36,10 +49,29 @@ class RandomVLMDataModule(BaseDataModule):
     seed: data seed. (the rest: see :class:`BaseDataModule`)
     """
 
-    def __init__(self, tokenizer, prompt, transform, num_samples: int = 100_000, text_tokens: int = 256, seed: int = 0,
-                 global_batch_size: int = 128, per_device_batch_size: int = 16, num_workers: int = 2) -> None:
-        super().__init__(tokenizer, prompt, transform, global_batch_size, per_device_batch_size, per_device_batch_size,
-                         num_workers, None, ("default",))
+    def __init__(
+        self,
+        tokenizer,
+        prompt,
+        transform,
+        num_samples: int = 100_000,
+        text_tokens: int = 256,
+        seed: int = 0,
+        global_batch_size: int = 128,
+        per_device_batch_size: int = 16,
+        num_workers: int = 2,
+    ) -> None:
+        super().__init__(
+            tokenizer,
+            prompt,
+            transform,
+            global_batch_size,
+            per_device_batch_size,
+            per_device_batch_size,
+            num_workers,
+            None,
+            ("default",),
+        )
         self.num_samples, self.text_tokens, self.seed = num_samples, text_tokens, seed
 
     def has_split(self, split: str) -> bool:

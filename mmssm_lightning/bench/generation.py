@@ -70,7 +70,9 @@ def llm_weight_bytes(model: VisionLanguageModel) -> int:
 
 def prompt_inputs(model: VisionLanguageModel, prompt: PromptFormat, batch: int, device: torch.device):
     """Token ids (with the image marker), mask and one random image, repeated ``batch`` times."""
-    ids = SequenceBuilder(model.tokenizer, prompt).encode_prompt([{"from": "human", "value": PROMPT}], has_image=True)
+    ids = SequenceBuilder(model.tokenizer, prompt).encode_prompt(
+        [{"from": "human", "value": PROMPT}], has_image=True
+    )
     ids = ids[None].repeat(batch, 1).to(device)
     size = model.vision.image_size
     g = torch.Generator(device="cpu").manual_seed(0)
@@ -92,14 +94,19 @@ class _MambaRun:
     def __init__(self, model: VisionLanguageModel, batch: int, cuda_graph: bool) -> None:
         self.model = model
         self.encode = _image_encoder(model, cuda_graph)
-        self.decoder = MambaDecoder(model.llm.model, batch, cuda_graph=cuda_graph, graph_prefill=cuda_graph,
-                                    autotune=cuda_graph)
+        self.decoder = MambaDecoder(
+            model.llm.model, batch, cuda_graph=cuda_graph, graph_prefill=cuda_graph, autotune=cuda_graph
+        )
 
     @property
     def name(self) -> str:  # known once the first step has picked its variant
         d = self.decoder
-        return "mamba_static_state" + ("_cuda_graph" if d.use_graph else "") + \
-            ("_fused_step" if d.fused is not None else "_op_kernels") + f"_{d.gemv}"
+        return (
+            "mamba_static_state"
+            + ("_cuda_graph" if d.use_graph else "")
+            + ("_fused_step" if d.fused is not None else "_op_kernels")
+            + f"_{d.gemv}"
+        )
 
     def prefill(self, ids, mask, pixels) -> None:
         embeds, _, _ = self.model.splice(ids, mask, self.encode(pixels), None, "left")
@@ -123,13 +130,21 @@ class _HFRun:
         self.embeds, self.mask, _ = self.model.splice(ids, mask, self.encode_images(pixels), None, "left")
 
     def llm_prefill(self) -> None:
-        self.model.llm.model(inputs_embeds=self.embeds, attention_mask=self.mask, use_cache=False, logits_to_keep=1)
+        self.model.llm.model(
+            inputs_embeds=self.embeds, attention_mask=self.mask, use_cache=False, logits_to_keep=1
+        )
 
     def generate(self, n: int) -> torch.Tensor:
         tok = self.model.tokenizer
         return self.model.llm.model.generate(
-            inputs_embeds=self.embeds, attention_mask=self.mask, max_new_tokens=n, min_new_tokens=n,
-            do_sample=False, cache_implementation="static", pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+            inputs_embeds=self.embeds,
+            attention_mask=self.mask,
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            cache_implementation="static",
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
         )
 
 
@@ -158,7 +173,11 @@ def time_generation(
             encode_s = _timed(lambda: runner.encode(ids, mask, pixels), device)
             llm_prefill_s = _timed(runner.llm_prefill, device)
             generate_s = _timed(lambda: runner.generate(new_tokens), device)
-            prefill_s, decode_s, total_s = encode_s + llm_prefill_s, generate_s - llm_prefill_s, encode_s + generate_s
+            prefill_s, decode_s, total_s = (
+                encode_s + llm_prefill_s,
+                generate_s - llm_prefill_s,
+                encode_s + generate_s,
+            )
         if i >= warmup:
             rows.append((prefill_s, decode_s, total_s))
     prefill_s, decode_s, total_s = (statistics.median(col) for col in zip(*rows))

@@ -23,7 +23,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
-from mmssm_lightning.data.prompting import IMAGE_TOKEN_ID
+from mmssm_lightning.constants import IMAGE_TOKEN_ID
 from mmssm_lightning.models.vlm import VisionLanguageModel
 
 
@@ -70,7 +70,9 @@ def training_flops(counts: dict, seq_lens: list[int], images: int, trainable: se
             per_token += 4 * counts["llm_layers"] * counts["llm_hidden"] * t
         llm += per_token * t
     flops = passes("llm", vision_learns or "projector" in trainable) * llm
-    flops += passes("projector", vision_learns) * 2 * counts["projector_params"] * counts["image_tokens"] * images
+    flops += (
+        passes("projector", vision_learns) * 2 * counts["projector_params"] * counts["image_tokens"] * images
+    )
     for params, tokens in counts["towers"].values():
         flops += passes("vision", False) * 2 * params * tokens * images
     return flops
@@ -86,7 +88,9 @@ class ThroughputMonitor(Callback):
         output: json path for the summary (None: log only).
     """
 
-    def __init__(self, warmup_batches: int = 5, peak_tflops: float = 989.0, output: str | None = None) -> None:
+    def __init__(
+        self, warmup_batches: int = 5, peak_tflops: float = 989.0, output: str | None = None
+    ) -> None:
         self.warmup_batches = warmup_batches
         self.peak = peak_tflops * 1e12
         self.output = output
@@ -122,15 +126,23 @@ class ThroughputMonitor(Callback):
         flops = training_flops(self.counts, seq_lens, int(has_image.sum()), set(pl_module.stage.trainable))
         self.flops.append(flops * world)
         dt = self.times[-1]
-        pl_module.log_dict({"perf/samples_per_s": self.samples[-1] / dt, "perf/tokens_per_s": self.tokens[-1] / dt,
-                            "perf/mfu": self.flops[-1] / dt / (world * self.peak)}, rank_zero_only=True)
+        pl_module.log_dict(
+            {
+                "perf/samples_per_s": self.samples[-1] / dt,
+                "perf/tokens_per_s": self.tokens[-1] / dt,
+                "perf/mfu": self.flops[-1] / dt / (world * self.peak),
+            },
+            rank_zero_only=True,
+        )
 
     def summary(self, trainer: L.Trainer) -> dict:
         total = sum(self.times)
         world = trainer.world_size
         return {
             "command": " ".join(["mmssm-train", *sys.argv[1:]]),
-            "versions": {m: getattr(__import__(m), "__version__", None) for m in ("torch", "lightning", "transformers")},
+            "versions": {
+                m: getattr(__import__(m), "__version__", None) for m in ("torch", "lightning", "transformers")
+            },
             "devices": world,
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
             "strategy": type(trainer.strategy).__name__,
@@ -142,8 +154,11 @@ class ThroughputMonitor(Callback):
             "model_tflops_per_s_per_device": sum(self.flops) / total / world / 1e12 if total else 0.0,
             "mfu": sum(self.flops) / total / (world * self.peak) if total else 0.0,
             "peak_tflops_per_device": self.peak / 1e12,
-            "max_memory_allocated_GiB": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
-            "flop_counts": {k: v for k, v in self.counts.items() if k != "towers"} | {"towers": dict(self.counts["towers"])},
+            "max_memory_allocated_GiB": torch.cuda.max_memory_allocated() / 2**30
+            if torch.cuda.is_available()
+            else None,
+            "flop_counts": {k: v for k, v in self.counts.items() if k != "towers"}
+            | {"towers": dict(self.counts["towers"])},
         }
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -151,7 +166,9 @@ class ThroughputMonitor(Callback):
 
     @rank_zero_only
     def _write(self, summary: dict) -> None:
-        print("throughput: " + json.dumps({k: v for k, v in summary.items() if k != "flop_counts"}), flush=True)
+        print(
+            "throughput: " + json.dumps({k: v for k, v in summary.items() if k != "flop_counts"}), flush=True
+        )
         if self.output:
             Path(self.output).parent.mkdir(parents=True, exist_ok=True)
             Path(self.output).write_text(json.dumps(summary, indent=2))

@@ -15,20 +15,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import mmssm_lightning  # noqa: F401
-
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from mmssm_lightning.train import CONF_DIR
+import mmssm_lightning  # noqa: F401
+from mmssm_lightning.constants import CONF_DIR
 
 
 def prismatic_to_ours(model_state: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Prismatic's ``{"projector": sd, "llm_backbone": sd}`` -> our ``model.*`` state dict."""
     for part in ("projector", "llm_backbone"):
         if part not in model_state:
-            raise ValueError(f"not a Prismatic checkpoint: no '{part}' under 'model' (found {sorted(model_state)})")
+            raise ValueError(
+                f"not a Prismatic checkpoint: no '{part}' under 'model' (found {sorted(model_state)})"
+            )
     out = {}
     for k, v in model_state["projector"].items():
         if not k.startswith("projector."):
@@ -48,8 +49,12 @@ def convert(src: str | Path, dst: str | Path, overrides: list[str]) -> Path:
         raise ValueError(f"{src}: not a Prismatic checkpoint (no 'model' key)")
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=["paths.output_dir=.", *overrides])
-    out = {"state_dict": prismatic_to_ours(ckpt["model"]),
-           "mmssm_config": OmegaConf.to_container(cfg, resolve=True), "stage": cfg.stage.name, "converted_from": str(src)}
+    out = {
+        "state_dict": prismatic_to_ours(ckpt["model"]),
+        "mmssm_config": OmegaConf.to_container(cfg, resolve=True),
+        "stage": cfg.stage.name,
+        "converted_from": str(src),
+    }
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     torch.save(out, dst)
     return Path(dst)
@@ -57,5 +62,7 @@ def convert(src: str | Path, dst: str | Path, overrides: list[str]) -> Path:
 
 if __name__ == "__main__":
     if len(sys.argv) < 3:
-        sys.exit("usage: python -m mmssm_lightning.convert.prismatic SRC.pt DST.ckpt [experiment=cobra/main ...]")
+        sys.exit(
+            "usage: python -m mmssm_lightning.convert.prismatic SRC.pt DST.ckpt [experiment=cobra/main ...]"
+        )
     print(convert(sys.argv[1], sys.argv[2], sys.argv[3:]))

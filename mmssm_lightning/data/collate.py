@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from mmssm_lightning.data.prompting import IGNORE_INDEX
+from mmssm_lightning.constants import IGNORE_INDEX
 
 
-def pad_sequences(seqs: list[torch.Tensor], value: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+def pad_sequences(
+    seqs: list[torch.Tensor], value: int, side: str = "right"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack 1-D tensors into (B, L_max) and return the attention mask alongside."""
     length = max(len(s) for s in seqs)
     out = torch.full((len(seqs), length), value, dtype=seqs[0].dtype)

@@ -12,12 +12,11 @@ import lightning as L
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
+from mmssm_lightning.data.answers import AnswerMetric, majority_baseline
 from mmssm_lightning.data.collate import Collator
 from mmssm_lightning.data.llava import LlavaDataset
 from mmssm_lightning.data.prompting import PromptFormat, SequenceBuilder
 from mmssm_lightning.data.transforms import ImageTransform
-from mmssm_lightning.eval.metrics import TaskAccuracy
-from mmssm_lightning.eval.report import majority_baseline
 
 
 def accumulation_steps(global_batch_size: int, per_device_batch_size: int, world_size: int) -> int:
@@ -103,7 +102,7 @@ class BaseDataModule(L.LightningDataModule):
         if stage in (None, "test") and self.has_split("test"):
             self.dataset("test")
 
-    def baseline(self, metric: TaskAccuracy, split: str = "test") -> dict[str, float]:
+    def baseline(self, metric: AnswerMetric, split: str = "test") -> dict[str, float]:
         """The score a model must beat: always giving each task's most frequent training answer."""
         return majority_baseline(self.dataset("train").records, self.dataset(split).records, metric)
 

@@ -23,10 +23,10 @@ from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizerBase
 
+from mmssm_lightning.data.answers import AnswerMetric, normalize_answer
 from mmssm_lightning.data.datamodule import BaseDataModule
 from mmssm_lightning.data.llava import LlavaDataset
 from mmssm_lightning.data.prompting import PromptFormat
-from mmssm_lightning.eval.metrics import TaskAccuracy, normalize_answer
 
 QUERY = "<out>"
 
@@ -45,18 +45,33 @@ def position_answers(tokenizer: PreTrainedTokenizerBase, n: int) -> list[str]:
     shared = Counter(keys.values())
     chosen = []
     for i, text in texts.items():
-        if keys[i] and shared[keys[i]] == 1 and text.isprintable() and tokenizer(text, add_special_tokens=False)["input_ids"] == [i]:
+        if (
+            keys[i]
+            and shared[keys[i]] == 1
+            and text.isprintable()
+            and tokenizer(text, add_special_tokens=False)["input_ids"] == [i]
+        ):
             chosen.append(text)
             if len(chosen) == n:
                 return chosen
-    raise ValueError(f"data.seq_len={n}: the tokenizer has only {len(chosen)} unambiguous single-token answers")
+    raise ValueError(
+        f"data.seq_len={n}: the tokenizer has only {len(chosen)} unambiguous single-token answers"
+    )
 
 
 class GroundingRecords(Sequence):
     """The records of one split, made on demand."""
 
-    def __init__(self, n: int, seq_len: int, num_special_tokens: int, seed: int, split: str,
-                 answers: Sequence[str], query_first: bool) -> None:
+    def __init__(
+        self,
+        n: int,
+        seq_len: int,
+        num_special_tokens: int,
+        seed: int,
+        split: str,
+        answers: Sequence[str],
+        query_first: bool,
+    ) -> None:
         self.n, self.seq_len, self.pool = n, seq_len, num_special_tokens
         self.seed, self.split, self.answers, self.query_first = seed, split, list(answers), query_first
 
@@ -109,11 +124,27 @@ class GroundingSyntheticDataModule(BaseDataModule):
         max_length: int | None = None,
     ) -> None:
         if not 1 <= seq_len <= num_special_tokens:
-            raise ValueError(f"data.seq_len={seq_len} needs 1 <= seq_len <= data.num_special_tokens={num_special_tokens}")
+            raise ValueError(
+                f"data.seq_len={seq_len} needs 1 <= seq_len <= data.num_special_tokens={num_special_tokens}"
+            )
         tasks = [f"pos{p:03d}" for p in range(1, seq_len + 1)]
-        super().__init__(tokenizer, prompt, None, global_batch_size, per_device_batch_size, eval_batch_size,
-                         num_workers, max_length, tasks)
-        self.seq_len, self.num_special_tokens, self.seed, self.query_first = seq_len, num_special_tokens, seed, query_first
+        super().__init__(
+            tokenizer,
+            prompt,
+            None,
+            global_batch_size,
+            per_device_batch_size,
+            eval_batch_size,
+            num_workers,
+            max_length,
+            tasks,
+        )
+        self.seq_len, self.num_special_tokens, self.seed, self.query_first = (
+            seq_len,
+            num_special_tokens,
+            seed,
+            query_first,
+        )
         self.splits = dict(splits or {"train": 1_000_000, "val": 2_000, "test": 2_000})
         self.new_tokens = [special_token(i) for i in range(num_special_tokens)] + [QUERY]
         self.new_token_init_seed = embedding_init_seed
@@ -127,13 +158,22 @@ class GroundingSyntheticDataModule(BaseDataModule):
             raise ValueError(f"data.splits has no '{split}' split")
         missing = [t for t in (QUERY, special_token(0)) if t not in self.tokenizer.get_vocab()]
         if missing:
-            raise ValueError(f"the tokenizer lacks {missing}: build this data module through build_datamodule()")
+            raise ValueError(
+                f"the tokenizer lacks {missing}: build this data module through build_datamodule()"
+            )
         if self._answers is None:
             self._answers = position_answers(self.tokenizer, self.seq_len)
-        records = GroundingRecords(self.splits[split], self.seq_len, self.num_special_tokens, self.seed, split,
-                                   self._answers, self.query_first)
+        records = GroundingRecords(
+            self.splits[split],
+            self.seq_len,
+            self.num_special_tokens,
+            self.seed,
+            split,
+            self._answers,
+            self.query_first,
+        )
         return LlavaDataset(records, self.builder, None, source=f"grounding_synthetic/{split}")
 
-    def baseline(self, metric: TaskAccuracy, split: str = "test") -> dict[str, float]:
+    def baseline(self, metric: AnswerMetric, split: str = "test") -> dict[str, float]:
         """Chance: one of L positions. (A per-position majority answer would be the answer itself.)"""
-        return {t: 1.0 / self.seq_len for t in self.task_counts(split)} | {"mean": 1.0 / self.seq_len}
+        return dict.fromkeys(self.task_counts(split), 1.0 / self.seq_len) | {"mean": 1.0 / self.seq_len}

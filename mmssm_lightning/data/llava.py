@@ -41,7 +41,10 @@ def _check_record(rec: Any, idx: int, path: Path, image_folder: Path | None, che
             fail(f"conversations[{t}] needs a string 'value'")
         want = _ROLES[t % 2]
         if turn.get("from") != want:
-            fail(f"conversations[{t}].from is {turn.get('from')!r}, expected {want!r} (turns alternate, human first)")
+            fail(
+                f"conversations[{t}].from is {turn.get('from')!r}, expected {want!r} "
+                "(turns alternate, human first)"
+            )
     if "image" in rec:
         if not isinstance(rec["image"], str) or not rec["image"]:
             fail("'image' must be a non-empty relative path")
@@ -51,7 +54,9 @@ def _check_record(rec: Any, idx: int, path: Path, image_folder: Path | None, che
             fail(f"image file {image_folder / rec['image']} does not exist")
 
 
-def load_records(json_path: str | Path, image_folder: str | Path | None, check_images: bool = True) -> list[dict]:
+def load_records(
+    json_path: str | Path, image_folder: str | Path | None, check_images: bool = True
+) -> list[dict]:
     """Read and validate a LLaVA json (a list) or jsonl (one record a line)."""
     path = Path(json_path)
     if not path.is_file():
@@ -127,13 +132,18 @@ class LlavaDataset(Dataset):
         pixels = None
         if has_image:
             if self.transform is None:
-                raise DataValidationError(f"{self.source} record {idx} has an image but the model has no vision tower (encoder=none)")
+                raise DataValidationError(
+                    f"{self.source} record {idx} has an image but the model has no vision tower "
+                    "(encoder=none)"
+                )
             path = self.image_folder / rec["image"]
             try:
                 with Image.open(path) as img:
                     pixels = self.transform(img)
             except OSError as e:
-                raise DataValidationError(f"{self.source} record {idx}: cannot read image {path}: {e}") from None
+                raise DataValidationError(
+                    f"{self.source} record {idx}: cannot read image {path}: {e}"
+                ) from None
         turns = rec["conversations"]
         enc = self.builder.encode(turns, has_image)
         return {

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mmssm_lightning.data.prompting import IMAGE_MARKER
+from mmssm_lightning.constants import IMAGE_MARKER
 
 
 def _strip_marker(text: str) -> str:
-    return text.replace(IMAGE_MARKER + "\n", "").replace("\n" + IMAGE_MARKER, "").replace(IMAGE_MARKER, "").strip()
+    return (
+        text.replace(IMAGE_MARKER + "\n", "")
+        .replace("\n" + IMAGE_MARKER, "")
+        .replace(IMAGE_MARKER, "")
+        .strip()
+    )
 
 
 def pack_records(records: Sequence[dict], max_pairs: int) -> list[dict]:

@@ -22,10 +22,7 @@ from typing import Literal
 import torch
 from transformers import PreTrainedTokenizerBase
 
-IGNORE_INDEX = -100
-# LLaVA's convention: a negative id no tokenizer produces marks where image embeddings go.
-IMAGE_TOKEN_ID = -200
-IMAGE_MARKER = "<image>"
+from mmssm_lightning.constants import IGNORE_INDEX, IMAGE_MARKER, IMAGE_TOKEN_ID
 
 ImagePosition = Literal["first", "placeholder", "after_instruction"]
 _MARKER_RE = re.compile(r"\n?<image>\n?")
@@ -64,7 +61,8 @@ class PromptFormat:
     def __post_init__(self) -> None:
         if self.image_position not in ("first", "placeholder", "after_instruction"):
             raise ValueError(
-                f"prompt.image_position must be first | placeholder | after_instruction, got {self.image_position!r}"
+                "prompt.image_position must be first | placeholder | after_instruction, "
+                f"got {self.image_position!r}"
             )
 
     def segments(self, turns: Sequence[dict], has_image: bool, eos: str) -> list[Segment]:
@@ -91,9 +89,15 @@ class PromptFormat:
     def _user_with_image(self, msg: str, prefix: str, suffix: str) -> list[Segment]:
         if self.image_position == "placeholder":
             if IMAGE_MARKER not in msg:
-                raise ValueError(f"prompt.image_position=placeholder but the first message has no {IMAGE_MARKER}")
+                raise ValueError(
+                    f"prompt.image_position=placeholder but the first message has no {IMAGE_MARKER}"
+                )
             before, after = msg.split(IMAGE_MARKER, 1)
-            return [Segment(prefix + before), Segment(None), Segment(after.replace(IMAGE_MARKER, "") + suffix)]
+            return [
+                Segment(prefix + before),
+                Segment(None),
+                Segment(after.replace(IMAGE_MARKER, "") + suffix),
+            ]
         text = _MARKER_RE.sub("", msg)
         if self.image_position == "after_instruction":
             return [Segment(prefix + text), Segment(None), Segment(suffix)]
@@ -106,7 +110,13 @@ def _merge(segs: list[Segment]) -> list[Segment]:
     for s in segs:
         if s.text == "":
             continue
-        if out and s.text is not None and not s.supervised and out[-1].text is not None and not out[-1].supervised:
+        if (
+            out
+            and s.text is not None
+            and not s.supervised
+            and out[-1].text is not None
+            and not out[-1].supervised
+        ):
             out[-1] = Segment(out[-1].text + s.text)
         else:
             out.append(s)
@@ -122,7 +132,9 @@ class Encoded:
 class SequenceBuilder:
     """Turns conversations into token ids and labels with a tokenizer and a :class:`PromptFormat`."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt: PromptFormat, max_length: int | None = None):
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, prompt: PromptFormat, max_length: int | None = None
+    ):
         if tokenizer.eos_token is None:
             raise ValueError("the tokenizer has no eos_token; prompt templates need one to end answers")
         self.tokenizer = tokenizer

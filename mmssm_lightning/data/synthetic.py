@@ -72,7 +72,10 @@ def _place(rng: random.Random, n: int, size: int) -> list[Shape] | None:
             side = rng.randint(size // 5, size // 3)
             x0, y0 = rng.randint(0, size - side), rng.randint(0, size - side)
             box = (x0, y0, x0 + side, y0 + side)
-            if all(box[2] <= o.box[0] or o.box[2] <= box[0] or box[3] <= o.box[1] or o.box[3] <= box[1] for o in placed):
+            if all(
+                box[2] <= o.box[0] or o.box[2] <= box[0] or box[3] <= o.box[1] or o.box[3] <= box[1]
+                for o in placed
+            ):
                 placed.append(Shape(color, shape, box))
                 break
         else:
@@ -109,7 +112,11 @@ def _question(rng: random.Random, task: str, shapes: list[Shape], size: int) -> 
         return f"Is there a {c} {s}?", "no", {}
     if task == "box":
         s = rng.choice(shapes)
-        return f"Where is the {s.name}? Answer with a box.", _fmt_box(s.box, size), {"box": [v / size for v in s.box]}
+        return (
+            f"Where is the {s.name}? Answer with a box.",
+            _fmt_box(s.box, size),
+            {"box": [v / size for v in s.box]},
+        )
     raise ValueError(f"data.synthetic.tasks: unknown task {task!r}; choose from {TASKS}")
 
 
@@ -169,20 +176,17 @@ def generate(root: str | Path, spec: SyntheticShapesSpec) -> Path:
 
 
 def corpus() -> list[str]:
-    """Every question/answer string the generator can emit, plus the prompt templates' words:
-    the training text of the synthetic BPE tokenizer."""
+    """Every question/answer string the generator can emit: the training text of the synthetic
+    BPE tokenizer (``llm.tokenizer.corpus``)."""
     lines = ["How many shapes are there?", "Describe the image specifically.", "Answer with a box."]
     lines += [f"What color is the {s}?" for s in SHAPES]
     names = [f"{c} {s}" for c in COLORS for s in SHAPES]
     lines += [f"Is there a {n}?" for n in names] + [f"Where is the {n}? Answer with a box." for n in names]
     lines += [f"Is the {a} left or right of the {b}?" for a in names for b in names if a != b]
     lines += list(COLORS) + list(COUNT_WORDS.values()) + ["left", "right", "yes", "no"]
-    lines += [f"[{a / 100:.2f}, {b / 100:.2f}, {a / 100:.2f}, {b / 100:.2f}]" for a in range(101) for b in range(0, 101, 7)]
     lines += [
-        "<|user|>\n<|assistant|>\n",
-        "A chat between a curious user and an artificial intelligence assistant. The assistant gives "
-        "helpful, detailed, and polite answers to the user's questions. USER: ASSISTANT:",
-        "In: Out:",
-        "## && ##",
+        f"[{a / 100:.2f}, {b / 100:.2f}, {a / 100:.2f}, {b / 100:.2f}]"
+        for a in range(101)
+        for b in range(0, 101, 7)
     ]
     return lines

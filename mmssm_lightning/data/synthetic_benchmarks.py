@@ -3,7 +3,8 @@ and every reader run end to end on data the project makes itself (tests, the dem
 
 ``write_benchmarks(root, n, seed)`` writes under ``root``:
 
-* ``vqav2/`` — VQAv2 questions + annotations (10 answers each, answer types) and ``COCO_val2014_*.jpg`` images;
+* ``vqav2/`` — VQAv2 questions + annotations (10 answers each, answer types) and
+  ``COCO_val2014_*.jpg`` images;
 * ``pope/`` — ``coco_pope_{random,popular,adversarial}.json`` (one json a line), images in ``coco/val2014``;
 * ``mmbench/dev.tsv`` — colour questions with four options and base64 images;
 * ``MME/`` — the ``existence`` and ``color`` subtasks (image + question/answer txt, two questions an image);
@@ -46,15 +47,31 @@ def write_benchmarks(root: str | Path, n: int = 24, seed: int = 0, size: int = 6
     # VQAv2: "how many shapes" (number) and "is there a <shape>" (yes/no), 10 answers each
     questions, annotations = [], []
     for i, (shapes, _) in enumerate(scenes):
-        for j, (q, a, kind) in enumerate([("How many shapes are there?", str(len(shapes)), "number"),
-                                          (f"Is there a {shapes[0].shape}?", "yes", "yes/no")]):
+        for j, (q, a, kind) in enumerate(
+            [
+                ("How many shapes are there?", str(len(shapes)), "number"),
+                (f"Is there a {shapes[0].shape}?", "yes", "yes/no"),
+            ]
+        ):
             qid = i * 10 + j
             questions.append({"image_id": i, "question": q, "question_id": qid})
             answers = [a] * 9 + [rng.choice(["1", "2", "3", "no"])]  # one annotator disagrees
-            annotations.append({"question_id": qid, "image_id": i, "answer_type": kind, "multiple_choice_answer": a,
-                                "answers": [{"answer": x, "answer_confidence": "yes", "answer_id": k + 1} for k, x in enumerate(answers)]})
+            annotations.append(
+                {
+                    "question_id": qid,
+                    "image_id": i,
+                    "answer_type": kind,
+                    "multiple_choice_answer": a,
+                    "answers": [
+                        {"answer": x, "answer_confidence": "yes", "answer_id": k + 1}
+                        for k, x in enumerate(answers)
+                    ],
+                }
+            )
     (root / "vqav2").mkdir(parents=True, exist_ok=True)
-    (root / "vqav2" / "questions.json").write_text(json.dumps({"data_subtype": "val2014", "questions": questions}))
+    (root / "vqav2" / "questions.json").write_text(
+        json.dumps({"data_subtype": "val2014", "questions": questions})
+    )
     (root / "vqav2" / "annotations.json").write_text(json.dumps({"annotations": annotations}))
 
     # POPE: existence of a coloured shape, balanced yes / no, three "splits"
@@ -69,8 +86,16 @@ def write_benchmarks(root: str | Path, n: int = 24, seed: int = 0, size: int = 6
             else:
                 c, s = rng.choice([(c, s) for c in COLORS for s in SHAPES if (c, s) not in present])
                 label = "no"
-            lines.append(json.dumps({"question_id": i, "image": f"COCO_val2014_{i:012d}.jpg",
-                                     "text": f"Is there a {c} {s} in the image?", "label": label}))
+            lines.append(
+                json.dumps(
+                    {
+                        "question_id": i,
+                        "image": f"COCO_val2014_{i:012d}.jpg",
+                        "text": f"Is there a {c} {s} in the image?",
+                        "label": label,
+                    }
+                )
+            )
         (root / "pope" / f"coco_pope_{split}.json").write_text("\n".join(lines) + "\n")
 
     # MMBench: colour of the first shape, four options
@@ -83,8 +108,21 @@ def write_benchmarks(root: str | Path, n: int = 24, seed: int = 0, size: int = 6
         buf = io.BytesIO()
         img.save(buf, format="PNG")
         b64 = base64.b64encode(buf.getvalue()).decode()
-        rows.append("\t".join([str(i), f"What color is the {shapes[0].shape}?", "nan", *options,
-                               "ABCD"[options.index(shapes[0].color)], "color", b64, "perception", "dev"]))
+        rows.append(
+            "\t".join(
+                [
+                    str(i),
+                    f"What color is the {shapes[0].shape}?",
+                    "nan",
+                    *options,
+                    "ABCD"[options.index(shapes[0].color)],
+                    "color",
+                    b64,
+                    "perception",
+                    "dev",
+                ]
+            )
+        )
     (root / "mmbench" / "dev.tsv").write_text("\n".join(rows) + "\n")
 
     # MME: existence (yes for a present shape, no for an absent one) and colour, per image
@@ -97,12 +135,16 @@ def write_benchmarks(root: str | Path, n: int = 24, seed: int = 0, size: int = 6
             if subtask == "existence":
                 c, s = next(iter(present))
                 c2, s2 = next((c, s) for c in COLORS for s in SHAPES if (c, s) not in present)
-                qa = [(f"Is there a {c} {s} in this image? Please answer yes or no.", "Yes"),
-                      (f"Is there a {c2} {s2} in this image? Please answer yes or no.", "No")]
+                qa = [
+                    (f"Is there a {c} {s} in this image? Please answer yes or no.", "Yes"),
+                    (f"Is there a {c2} {s2} in this image? Please answer yes or no.", "No"),
+                ]
             else:
                 other = next(c for c in COLORS if c != shapes[0].color)
-                qa = [(f"Is the {shapes[0].shape} {shapes[0].color}? Please answer yes or no.", "Yes"),
-                      (f"Is the {shapes[0].shape} {other}? Please answer yes or no.", "No")]
+                qa = [
+                    (f"Is the {shapes[0].shape} {shapes[0].color}? Please answer yes or no.", "Yes"),
+                    (f"Is the {shapes[0].shape} {other}? Please answer yes or no.", "No"),
+                ]
             (folder / f"{i:04d}.txt").write_text("\n".join(f"{q}\t{a}" for q, a in qa) + "\n")
 
     # RefCOCO: the first shape of each image, by its name
@@ -113,8 +155,15 @@ def write_benchmarks(root: str | Path, n: int = 24, seed: int = 0, size: int = 6
         x0, y0, x1, y1 = s.box
         images.append({"id": i, "file_name": f"COCO_val2014_{i:012d}.jpg", "width": size, "height": size})
         anns.append({"id": 1000 + i, "image_id": i, "bbox": [x0, y0, x1 - x0, y1 - y0]})
-        refs.append({"ref_id": i, "ann_id": 1000 + i, "image_id": i, "split": "testA",
-                     "sentences": [{"sent_id": 0, "sent": f"the {s.color} {s.shape}"}]})
+        refs.append(
+            {
+                "ref_id": i,
+                "ann_id": 1000 + i,
+                "image_id": i,
+                "split": "testA",
+                "sentences": [{"sent_id": 0, "sent": f"the {s.color} {s.shape}"}],
+            }
+        )
     with (root / "refcoco" / "refs(unc).p").open("wb") as f:
         pickle.dump(refs, f)
     (root / "refcoco" / "instances.json").write_text(json.dumps({"images": images, "annotations": anns}))
@@ -124,7 +173,9 @@ def write_benchmarks(root: str | Path, n: int = 24, seed: int = 0, size: int = 6
     caps = []
     for i, (shapes, _) in enumerate(scenes):
         names = " and ".join(f"a {s.color} {s.shape}" for s in shapes)
-        caps += [{"image_id": i, "caption": f"{names[0].upper()}{names[1:]}."},
-                 {"image_id": i, "caption": f"There is {names} on a white background."}]
+        caps += [
+            {"image_id": i, "caption": f"{names[0].upper()}{names[1:]}."},
+            {"image_id": i, "caption": f"There is {names} on a white background."},
+        ]
     (root / "captions" / "captions.json").write_text(json.dumps({"images": images, "annotations": caps}))
     return root

@@ -8,7 +8,8 @@ Formats (as the benchmarks distribute them):
   none for test-dev), images ``COCO_<subtype>_<image_id:012d>.jpg``.
 * GQA — ``testdev_balanced_questions.json`` ({qid: {imageId, question, answer}}), ``<imageId>.jpg``.
 * VizWiz — ``val.json`` ([{image, question, answers: [{answer}], answer_type}]).
-* TextVQA — ``TextVQA_0.5.1_val.json`` ({data: [...]}), optional Rosetta OCR ``TextVQA_Rosetta_OCR_v0.2_val.json``.
+* TextVQA — ``TextVQA_0.5.1_val.json`` ({data: [...]}), optional Rosetta OCR
+  ``TextVQA_Rosetta_OCR_v0.2_val.json``.
 * POPE — one ``coco_pope_<split>.json`` per split, a json object per line {question_id, image, text, label}.
 * VSR — ``test.jsonl`` ({image, caption, label 0/1}); zero-shot or random split by which file is given.
 * TallyQA — ``test.json`` ([{image, question, answer, issimple}]).
@@ -18,7 +19,8 @@ Formats (as the benchmarks distribute them):
   images and ``.txt`` files side by side; a txt holds "question<TAB>answer" lines.
 * MMBench — the dev ``.tsv`` (index, question, hint, A-D, answer, category, base64 image), with
   CircularEval rotations made here.
-* RefCOCO / RefCOCO+ / RefCOCOg — ``refs(unc).p`` / ``refs(umd).p`` + ``instances.json`` + COCO train2014 images.
+* RefCOCO / RefCOCO+ / RefCOCOg — ``refs(unc).p`` / ``refs(umd).p`` + ``instances.json`` + COCO
+  train2014 images.
 * Captions — COCO Karpathy ``dataset_coco.json``; COCO-format caption files (COCO val, NoCaps);
   ``TextCaps_0.1_val.json``.
 """
@@ -91,7 +93,9 @@ class Benchmark:
     def samples(self) -> list[EvalSample]:
         if self._samples is None:
             if self.images is not None and not self.images.is_dir():
-                raise BenchmarkFormatError(f"{type(self).__name__}: image folder {self.images} does not exist")
+                raise BenchmarkFormatError(
+                    f"{type(self).__name__}: image folder {self.images} does not exist"
+                )
             self._samples = self.read()
         return self._samples
 
@@ -104,17 +108,26 @@ class Benchmark:
 
 class VQAv2(Benchmark):
     """Args: questions / annotations (None for test-dev: predictions only) / images;
-    image_subtype: the images' folder subtype when it differs from the questions' (test-dev2015 -> test2015)."""
+    image_subtype: the images' folder subtype when it differs from the questions'
+        (test-dev2015 -> test2015)."""
 
-    def __init__(self, questions: str, images: str, annotations: str | None = None, image_subtype: str | None = None,
-                 check_images: bool = True) -> None:
+    def __init__(
+        self,
+        questions: str,
+        images: str,
+        annotations: str | None = None,
+        image_subtype: str | None = None,
+        check_images: bool = True,
+    ) -> None:
         super().__init__(images, check_images)
         self.questions, self.annotations, self.image_subtype = questions, annotations, image_subtype
 
     def read(self) -> list[EvalSample]:
         q = _json(self.questions, "VQAv2 questions")
         questions = _get(q, "questions", str(self.questions))
-        subtype = self.image_subtype or _get(q, "data_subtype", str(self.questions)).replace("test-dev", "test")
+        subtype = self.image_subtype or _get(q, "data_subtype", str(self.questions)).replace(
+            "test-dev", "test"
+        )
         answers: dict[int, dict] = {}
         if self.annotations is not None:
             anns = _get(_json(self.annotations, "VQAv2 annotations"), "annotations", str(self.annotations))
@@ -129,11 +142,19 @@ class VQAv2(Benchmark):
             where = f"{self.questions} question {i}"
             qid, image_id = _get(rec, "question_id", where), _get(rec, "image_id", where)
             if self.annotations is not None and qid not in answers:
-                raise BenchmarkFormatError(f"{where}: question_id {qid} has no annotation in {self.annotations}")
+                raise BenchmarkFormatError(
+                    f"{where}: question_id {qid} has no annotation in {self.annotations}"
+                )
             ann = answers.get(qid, {})
-            out.append(EvalSample(id=str(qid), question=_get(rec, "question", where),
-                                  image=self.image(f"COCO_{subtype}_{image_id:012d}.jpg", where),
-                                  answers=ann.get("answers", []), category=ann.get("type")))
+            out.append(
+                EvalSample(
+                    id=str(qid),
+                    question=_get(rec, "question", where),
+                    image=self.image(f"COCO_{subtype}_{image_id:012d}.jpg", where),
+                    answers=ann.get("answers", []),
+                    category=ann.get("type"),
+                )
+            )
         return out
 
 
@@ -149,10 +170,15 @@ class GQA(Benchmark):
         out = []
         for qid, rec in data.items():
             where = f"{self.questions} question {qid}"
-            out.append(EvalSample(id=str(qid), question=_get(rec, "question", where),
-                                  image=self.image(f"{_get(rec, 'imageId', where)}.jpg", where),
-                                  answers=[_get(rec, "answer", where)],
-                                  category=(rec.get("types") or {}).get("structural")))
+            out.append(
+                EvalSample(
+                    id=str(qid),
+                    question=_get(rec, "question", where),
+                    image=self.image(f"{_get(rec, 'imageId', where)}.jpg", where),
+                    answers=[_get(rec, "answer", where)],
+                    category=(rec.get("types") or {}).get("structural"),
+                )
+            )
         return out
 
 
@@ -167,16 +193,24 @@ class VizWiz(Benchmark):
         for i, rec in enumerate(data):
             where = f"{self.annotations} record {i}"
             name = _get(rec, "image", where)
-            out.append(EvalSample(id=name, question=_get(rec, "question", where), image=self.image(name, where),
-                                  answers=[_get(a, "answer", where) for a in rec.get("answers", [])],
-                                  category=rec.get("answer_type")))
+            out.append(
+                EvalSample(
+                    id=name,
+                    question=_get(rec, "question", where),
+                    image=self.image(name, where),
+                    answers=[_get(a, "answer", where) for a in rec.get("answers", [])],
+                    category=rec.get("answer_type"),
+                )
+            )
         return out
 
 
 class TextVQA(Benchmark):
     """Args: annotations (TextVQA json); ocr: Rosetta OCR json, its tokens go to ``context``."""
 
-    def __init__(self, annotations: str, images: str, ocr: str | None = None, check_images: bool = True) -> None:
+    def __init__(
+        self, annotations: str, images: str, ocr: str | None = None, check_images: bool = True
+    ) -> None:
         super().__init__(images, check_images)
         self.annotations, self.ocr = annotations, ocr
 
@@ -193,9 +227,15 @@ class TextVQA(Benchmark):
             image_id = _get(rec, "image_id", where)
             if self.ocr is not None and image_id not in ocr:
                 raise BenchmarkFormatError(f"{where}: image {image_id} has no OCR tokens in {self.ocr}")
-            out.append(EvalSample(id=str(_get(rec, "question_id", where)), question=_get(rec, "question", where),
-                                  image=self.image(f"{image_id}.jpg", where), answers=list(rec.get("answers", [])),
-                                  context=", ".join(ocr[image_id]) if self.ocr is not None else None))
+            out.append(
+                EvalSample(
+                    id=str(_get(rec, "question_id", where)),
+                    question=_get(rec, "question", where),
+                    image=self.image(f"{image_id}.jpg", where),
+                    answers=list(rec.get("answers", [])),
+                    context=", ".join(ocr[image_id]) if self.ocr is not None else None,
+                )
+            )
         return out
 
 
@@ -214,8 +254,15 @@ class POPE(Benchmark):
                 label = str(_get(rec, "label", where)).strip().lower()
                 if label not in ("yes", "no"):
                     raise BenchmarkFormatError(f"{where}: label must be yes or no, got {label!r}")
-                out.append(EvalSample(id=f"{split}/{_get(rec, 'question_id', where)}", question=_get(rec, "text", where),
-                                      image=self.image(_get(rec, "image", where), where), label=label, category=split))
+                out.append(
+                    EvalSample(
+                        id=f"{split}/{_get(rec, 'question_id', where)}",
+                        question=_get(rec, "text", where),
+                        image=self.image(_get(rec, "image", where), where),
+                        label=label,
+                        category=split,
+                    )
+                )
         return out
 
 
@@ -233,9 +280,15 @@ class VSR(Benchmark):
             label = _get(rec, "label", where)
             if label not in (0, 1, True, False):
                 raise BenchmarkFormatError(f"{where}: label must be 0 or 1, got {label!r}")
-            out.append(EvalSample(id=str(i), question=_get(rec, "caption", where),
-                                  image=self.image(_get(rec, "image", where), where), label="true" if label else "false",
-                                  category=rec.get("relation")))
+            out.append(
+                EvalSample(
+                    id=str(i),
+                    question=_get(rec, "caption", where),
+                    image=self.image(_get(rec, "image", where), where),
+                    label="true" if label else "false",
+                    category=rec.get("relation"),
+                )
+            )
         return out
 
 
@@ -248,9 +301,15 @@ class TallyQA(Benchmark):
         out = []
         for i, rec in enumerate(_json(self.file, "TallyQA")):
             where = f"{self.file} record {i}"
-            out.append(EvalSample(id=str(rec.get("question_id", i)), question=_get(rec, "question", where),
-                                  image=self.image(_get(rec, "image", where), where), label=str(int(_get(rec, "answer", where))),
-                                  category="simple" if _get(rec, "issimple", where) else "complex"))
+            out.append(
+                EvalSample(
+                    id=str(rec.get("question_id", i)),
+                    question=_get(rec, "question", where),
+                    image=self.image(_get(rec, "image", where), where),
+                    label=str(int(_get(rec, "answer", where))),
+                    category="simple" if _get(rec, "issimple", where) else "complex",
+                )
+            )
         return out
 
 
@@ -281,16 +340,24 @@ class AI2D(Benchmark):
             for question, q in _get(rec, "questions", str(qfile)).items():
                 where = f"{qfile} question {question!r}"
                 choices = _choices(_get(q, "answerTexts", where))
-                out.append(EvalSample(id=str(q.get("questionId", f"{name}/{question}")), question=question,
-                                      image=self.image(name, where), choices=choices,
-                                      label=LETTERS[int(_get(q, "correctAnswer", where))]))
+                out.append(
+                    EvalSample(
+                        id=str(q.get("questionId", f"{name}/{question}")),
+                        question=question,
+                        image=self.image(name, where),
+                        choices=choices,
+                        label=LETTERS[int(_get(q, "correctAnswer", where))],
+                    )
+                )
         return out
 
 
 class ScienceQAImg(Benchmark):
     """ScienceQA, the questions that have an image (the IMG subset), of one split."""
 
-    def __init__(self, problems: str, pid_splits: str, images: str, split: str = "test", check_images: bool = True) -> None:
+    def __init__(
+        self, problems: str, pid_splits: str, images: str, split: str = "test", check_images: bool = True
+    ) -> None:
         super().__init__(images, check_images)
         self.problems, self.pid_splits, self.split = problems, pid_splits, split
 
@@ -303,10 +370,17 @@ class ScienceQAImg(Benchmark):
             rec = _get(problems, pid, str(self.problems))
             if not rec.get("image"):
                 continue
-            out.append(EvalSample(id=str(pid), question=_get(rec, "question", where),
-                                  image=self.image(Path(self.split) / str(pid) / rec["image"], where),
-                                  choices=_choices(_get(rec, "choices", where)), label=LETTERS[int(_get(rec, "answer", where))],
-                                  context=rec.get("hint") or None, category=rec.get("subject")))
+            out.append(
+                EvalSample(
+                    id=str(pid),
+                    question=_get(rec, "question", where),
+                    image=self.image(Path(self.split) / str(pid) / rec["image"], where),
+                    choices=_choices(_get(rec, "choices", where)),
+                    label=LETTERS[int(_get(rec, "answer", where))],
+                    context=rec.get("hint") or None,
+                    category=rec.get("subject"),
+                )
+            )
         return out
 
 
@@ -327,15 +401,30 @@ class MME(Benchmark):
             qa = folder / "questions_answers_YN"
             txt_dir, img_dir = (qa, folder / "images") if qa.is_dir() else (folder, folder)
             for txt in sorted(txt_dir.glob("*.txt")):
-                image = next((img_dir / (txt.stem + s) for s in self.IMAGE_SUFFIXES if (img_dir / (txt.stem + s)).is_file()), None)
+                image = next(
+                    (
+                        img_dir / (txt.stem + s)
+                        for s in self.IMAGE_SUFFIXES
+                        if (img_dir / (txt.stem + s)).is_file()
+                    ),
+                    None,
+                )
                 if image is None:
                     raise BenchmarkFormatError(f"MME {txt}: no image {txt.stem}.jpg/.png in {img_dir}")
-                for j, line in enumerate(l for l in txt.read_text().splitlines() if l.strip()):
+                for j, line in enumerate(row for row in txt.read_text().splitlines() if row.strip()):
                     parts = line.split("\t")
                     if len(parts) != 2:
                         raise BenchmarkFormatError(f"MME {txt} line {j + 1}: expected 'question<TAB>answer'")
-                    out.append(EvalSample(id=f"{subtask}/{image.name}/{j}", question=parts[0].strip(), image=image,
-                                          label=parts[1].strip().lower(), category=subtask, group=image.name))
+                    out.append(
+                        EvalSample(
+                            id=f"{subtask}/{image.name}/{j}",
+                            question=parts[0].strip(),
+                            image=image,
+                            label=parts[1].strip().lower(),
+                            category=subtask,
+                            group=image.name,
+                        )
+                    )
         return out
 
 
@@ -366,11 +455,18 @@ class MMBench(Benchmark):
             base = int(_get(row, "index", where))
             for k in range(len(letters) if self.circular else 1):
                 rotated = texts[k:] + texts[:k]
-                out.append(EvalSample(id=str(base + k * 1_000_000), question=_get(row, "question", where),
-                                      image_b64=_get(row, "image", where), choices=_choices(rotated),
-                                      label=LETTERS[(letters.index(answer) - k) % len(letters)],
-                                      context=hint if hint and hint.lower() != "nan" else None,
-                                      category=row.get("category"), index=base + k * 1_000_000))
+                out.append(
+                    EvalSample(
+                        id=str(base + k * 1_000_000),
+                        question=_get(row, "question", where),
+                        image_b64=_get(row, "image", where),
+                        choices=_choices(rotated),
+                        label=LETTERS[(letters.index(answer) - k) % len(letters)],
+                        context=hint if hint and hint.lower() != "nan" else None,
+                        category=row.get("category"),
+                        index=base + k * 1_000_000,
+                    )
+                )
         return out
 
 
@@ -378,7 +474,9 @@ class RefCOCO(Benchmark):
     """RefCOCO / RefCOCO+ / RefCOCOg (``refs(unc).p`` or ``refs(umd).p`` of the refer toolkit): one sample
     per referring sentence, the target box normalised to the image (x0, y0, x1, y1)."""
 
-    def __init__(self, refs: str, instances: str, images: str, split: str = "testA", check_images: bool = True) -> None:
+    def __init__(
+        self, refs: str, instances: str, images: str, split: str = "testA", check_images: bool = True
+    ) -> None:
         super().__init__(images, check_images)
         self.refs, self.instances, self.split = refs, instances, split
 
@@ -401,8 +499,15 @@ class RefCOCO(Benchmark):
             box = (x / im["width"], y / im["height"], (x + w) / im["width"], (y + h) / im["height"])
             path = self.image(im["file_name"], where)
             for s in _get(ref, "sentences", where):
-                out.append(EvalSample(id=f"{ref['ref_id']}/{s.get('sent_id')}", question=_get(s, "sent", where), image=path,
-                                      box=box, category=self.split))
+                out.append(
+                    EvalSample(
+                        id=f"{ref['ref_id']}/{s.get('sent_id')}",
+                        question=_get(s, "sent", where),
+                        image=path,
+                        box=box,
+                        category=self.split,
+                    )
+                )
         return out
 
 
@@ -419,8 +524,13 @@ class COCOKarpathy(Benchmark):
             if im.get("split") != self.split:
                 continue
             where = f"{self.dataset} image {i}"
-            out.append(EvalSample(id=str(im.get("cocoid", i)), image=self.image(Path(im.get("filepath", "")) / _get(im, "filename", where), where),
-                                  answers=[_get(s, "raw", where) for s in _get(im, "sentences", where)]))
+            out.append(
+                EvalSample(
+                    id=str(im.get("cocoid", i)),
+                    image=self.image(Path(im.get("filepath", "")) / _get(im, "filename", where), where),
+                    answers=[_get(s, "raw", where) for s in _get(im, "sentences", where)],
+                )
+            )
         return out
 
 
@@ -444,8 +554,14 @@ class COCOCaptions(Benchmark):
             image_id = _get(im, "id", where)
             if not refs.get(image_id):
                 raise BenchmarkFormatError(f"{where}: image {image_id} has no caption")
-            out.append(EvalSample(id=str(image_id), image=self.image(_get(im, "file_name", where), where),
-                                  answers=refs[image_id], category=im.get("domain")))
+            out.append(
+                EvalSample(
+                    id=str(image_id),
+                    image=self.image(_get(im, "file_name", where), where),
+                    answers=refs[image_id],
+                    category=im.get("domain"),
+                )
+            )
         return out
 
 
@@ -462,6 +578,11 @@ class TextCaps(Benchmark):
             if image_id in seen:
                 continue
             seen.add(image_id)
-            out.append(EvalSample(id=str(image_id), image=self.image(f"{image_id}.jpg", where),
-                                  answers=list(_get(rec, "reference_strs", where))))
+            out.append(
+                EvalSample(
+                    id=str(image_id),
+                    image=self.image(f"{image_id}.jpg", where),
+                    answers=list(_get(rec, "reference_strs", where)),
+                )
+            )
         return out

@@ -20,7 +20,9 @@ def _ngrams(sentence: str, n: int = 4) -> Counter:
     return Counter(tuple(words[i : i + k]) for k in range(1, n + 1) for i in range(len(words) - k + 1))
 
 
-def cider_d(gts: Mapping[str, Sequence[str]], res: Mapping[str, Sequence[str]], n: int = 4, sigma: float = 6.0):
+def cider_d(
+    gts: Mapping[str, Sequence[str]], res: Mapping[str, Sequence[str]], n: int = 4, sigma: float = 6.0
+):
     """(corpus CIDEr-D, per-image scores in ``res`` order)."""
     ids = list(res)
     crefs = [[_ngrams(r, n) for r in gts[i]] for i in ids]

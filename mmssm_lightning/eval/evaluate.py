@@ -19,8 +19,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import mmssm_lightning  # noqa: F401  (torchvision compatibility shim before timm/transformers)
-
 import hydra
 import torch
 import torch.distributed as dist
@@ -30,18 +28,21 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
+import mmssm_lightning  # noqa: F401  (torchvision compatibility shim before timm/transformers)
 from mmssm_lightning.build import build_model
+from mmssm_lightning.constants import CONF_DIR, IMAGE_MARKER
 from mmssm_lightning.data.collate import pad_sequences
-from mmssm_lightning.data.prompting import IMAGE_MARKER, PromptFormat, SequenceBuilder
+from mmssm_lightning.data.prompting import PromptFormat, SequenceBuilder
 from mmssm_lightning.data.transforms import ImageTransform
 from mmssm_lightning.eval.benchmarks import Benchmark
 from mmssm_lightning.eval.protocols import BenchmarkProtocol
 from mmssm_lightning.eval.sample import EvalSample
 from mmssm_lightning.models.vlm import VisionLanguageModel
-from mmssm_lightning.train import CONF_DIR
 
 
-def load_checkpoint(path: str | Path, model_overrides: Sequence[str] = ()) -> tuple[VisionLanguageModel, PromptFormat, DictConfig]:
+def load_checkpoint(
+    path: str | Path, model_overrides: Sequence[str] = ()
+) -> tuple[VisionLanguageModel, PromptFormat, DictConfig]:
     """A model of ours from a Lightning checkpoint file (``weights_only`` load). ``model_overrides``
     ("key=value") change the stored run config before the model is built, for what holds no
     weights: e.g. ``projector.scan.name=forward`` (Q-Mamba Table 4) or the prompt."""
@@ -55,8 +56,10 @@ def load_checkpoint(path: str | Path, model_overrides: Sequence[str] = ()) -> tu
         raise FileNotFoundError(f"ckpt_path: {p} does not exist")
     ckpt = torch.load(p, map_location="cpu", weights_only=True)
     if "mmssm_config" not in ckpt or "state_dict" not in ckpt:
-        raise ValueError(f"ckpt_path: {p} is not an mmssm-lightning checkpoint (no mmssm_config / state_dict); "
-                         "convert released checkpoints with mmssm_lightning.convert first")
+        raise ValueError(
+            f"ckpt_path: {p} is not an mmssm-lightning checkpoint (no mmssm_config / state_dict); "
+            "convert released checkpoints with mmssm_lightning.convert first"
+        )
     cfg = OmegaConf.create(ckpt["mmssm_config"])
     if model_overrides:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(model_overrides)))
@@ -72,17 +75,23 @@ def load_checkpoint(path: str | Path, model_overrides: Sequence[str] = ()) -> tu
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:
-        raise ValueError(f"ckpt_path: {p} does not fit the model its config builds: {str(e).splitlines()[0]}") from None
+        raise ValueError(
+            f"ckpt_path: {p} does not fit the model its config builds: {str(e).splitlines()[0]}"
+        ) from None
     if not towers_inside:
         missing = [k for k in missing if not k.startswith("vision.")]
     if missing or unexpected:
-        raise ValueError(f"ckpt_path: {p}: {len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
-                         f"(e.g. {unexpected[:3]}) weights")
+        raise ValueError(
+            f"ckpt_path: {p}: {len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
+            f"(e.g. {unexpected[:3]}) weights"
+        )
     return model.eval(), instantiate(cfg.prompt), cfg
 
 
 def _rank_world() -> tuple[int, int]:
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    return (
+        (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    )
 
 
 class Evaluator:
@@ -94,8 +103,14 @@ class Evaluator:
         device / dtype: where and in what precision to run.
     """
 
-    def __init__(self, model: VisionLanguageModel, prompt_format: PromptFormat, batch_size: int = 16,
-                 device: str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        model: VisionLanguageModel,
+        prompt_format: PromptFormat,
+        batch_size: int = 16,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         self.model = model.to(device=device, dtype=dtype).eval()
         self.device, self.dtype = torch.device(device), dtype
         self.batch_size = batch_size
@@ -121,8 +136,10 @@ class Evaluator:
 
     def _candidate_ids(self, candidates) -> dict[str, list[int]]:
         tok = self.model.tokenizer
-        return {name: sorted({tok(s, add_special_tokens=False)["input_ids"][0] for s in spellings})
-                for name, spellings in candidates.items()}
+        return {
+            name: sorted({tok(s, add_special_tokens=False)["input_ids"][0] for s in spellings})
+            for name, spellings in candidates.items()
+        }
 
     @torch.no_grad()
     def answer(self, samples: Sequence[EvalSample], protocol: BenchmarkProtocol) -> list[str]:
@@ -135,8 +152,14 @@ class Evaluator:
         scores = torch.stack([torch.logsumexp(logp[:, cand[n]], dim=-1) for n in names], dim=-1)
         return [names[i] for i in scores.argmax(-1).tolist()]
 
-    def run(self, name: str, benchmark: Benchmark, protocol: BenchmarkProtocol, max_samples: int | None = None,
-            output_dir: Path | None = None) -> dict:
+    def run(
+        self,
+        name: str,
+        benchmark: Benchmark,
+        protocol: BenchmarkProtocol,
+        max_samples: int | None = None,
+        output_dir: Path | None = None,
+    ) -> dict:
         samples = benchmark.samples()[:max_samples]
         rank, world = _rank_world()
         mine = samples[rank::world]
@@ -182,7 +205,10 @@ def evaluate(cfg: DictConfig) -> dict:
     }
     for name in cfg.run:
         if name not in cfg.protocol.benchmarks:
-            raise ValueError(f"protocol '{protocol_name}' does not define benchmark '{name}' (conf/protocol/{protocol_name}.yaml)")
+            raise ValueError(
+                f"protocol '{protocol_name}' does not define benchmark '{name}' "
+                f"(conf/protocol/{protocol_name}.yaml)"
+            )
         if name not in cfg.benchmarks:
             raise ValueError(f"no reader for benchmark '{name}' in conf/benchmarks")
         entry = cfg.protocol.benchmarks[name]
@@ -201,8 +227,11 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 def _rows(report: dict) -> list[list]:
-    return [[name, metric, value, report["protocol"], r["n"]]
-            for name, r in report["benchmarks"].items() for metric, value in r["metrics"].items()]
+    return [
+        [name, metric, value, report["protocol"], r["n"]]
+        for name, r in report["benchmarks"].items()
+        for metric, value in r["metrics"].items()
+    ]
 
 
 def _print_table(report: dict) -> None:
@@ -220,10 +249,22 @@ def _print_table(report: dict) -> None:
 def _wandb_table(report: dict, wandb_cfg: DictConfig, output_dir: Path) -> None:
     import wandb
 
-    run = wandb.init(project=wandb_cfg.get("project", "mmssm-lightning"), name=wandb_cfg.get("name"), dir=str(output_dir),
-                     mode="offline" if wandb_cfg.get("offline", True) else "online", job_type="eval",
-                     group=report["experiment"], config={"checkpoint": report["checkpoint"], "protocol": report["protocol"]})
-    run.log({"eval/results": wandb.Table(columns=["benchmark", "metric", "value", "protocol", "n"], data=_rows(report))})
+    run = wandb.init(
+        project=wandb_cfg.get("project", "mmssm-lightning"),
+        name=wandb_cfg.get("name"),
+        dir=str(output_dir),
+        mode="offline" if wandb_cfg.get("offline", True) else "online",
+        job_type="eval",
+        group=report["experiment"],
+        config={"checkpoint": report["checkpoint"], "protocol": report["protocol"]},
+    )
+    run.log(
+        {
+            "eval/results": wandb.Table(
+                columns=["benchmark", "metric", "value", "protocol", "n"], data=_rows(report)
+            )
+        }
+    )
     run.summary.update({f"eval/{b}/{m}": v for b, m, v, _, _ in _rows(report)})
     run.finish()
     wandb.teardown()  # leave no wandb state behind for a later run in the same process
@@ -242,4 +283,3 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     main()
-

@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 from torchmetrics import Metric
 
+from mmssm_lightning.data.answers import normalize_answer
 from mmssm_lightning.eval.captions import bleu, cider_d
 from mmssm_lightning.eval.normalize import clean_whitespace, evalai_process, ptb_tokenize, vqa_process
 from mmssm_lightning.eval.parsing import (
@@ -31,15 +32,11 @@ from mmssm_lightning.eval.parsing import (
     can_infer,
     first_box,
     pope_official,
-    sqa_lmms_correct,
     sqa_llava,
+    sqa_lmms_correct,
     tally_int,
 )
 from mmssm_lightning.eval.sample import EvalSample
-
-
-def normalize_answer(text: str) -> str:
-    return text.strip().lower().rstrip(".!?").strip()
 
 
 class _GroupedMean(Metric):
@@ -51,8 +48,12 @@ class _GroupedMean(Metric):
     def __init__(self, groups: Sequence[str] | None = None) -> None:
         super().__init__()
         self.groups = list(groups or [])
-        self.add_state("sums", default=torch.zeros(len(self.groups) + 1, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("counts", default=torch.zeros(len(self.groups) + 1, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "sums", default=torch.zeros(len(self.groups) + 1, dtype=torch.float64), dist_reduce_fx="sum"
+        )
+        self.add_state(
+            "counts", default=torch.zeros(len(self.groups) + 1, dtype=torch.float64), dist_reduce_fx="sum"
+        )
 
     def _add(self, value: float, group: str | None) -> None:
         self.sums[-1] += value
@@ -77,12 +78,15 @@ def vqa_accuracy(pred: str, answers: Sequence[str], normalization: VQANormalizat
 
     * ``official`` — ``vqaEval.py`` as released: whitespace-cleaned prediction; both sides
       processed only when the annotators disagree.
-    * ``evalai`` — the prediction through EvalAI's answer processor first (the test server), then ``official``.
+    * ``evalai`` — the prediction through EvalAI's answer processor first (the test server), then
+      ``official``.
     * ``m4c`` — EvalAI's processor on prediction and every answer (TextVQA's m4c evaluator, lmms-eval).
     * ``vlmevalkit`` — ``vqaEval`` processing, period regex fixed, always on both sides.
     """
     if normalization not in ("official", "evalai", "m4c", "vlmevalkit"):
-        raise ValueError(f"VQA normalization must be official | evalai | m4c | vlmevalkit, got {normalization!r}")
+        raise ValueError(
+            f"VQA normalization must be official | evalai | m4c | vlmevalkit, got {normalization!r}"
+        )
     gts = list(answers)
     if normalization == "m4c":
         pred, gts = evalai_process(pred), [evalai_process(a) for a in gts]
@@ -102,7 +106,9 @@ class VQAAccuracy(_GroupedMean):
     """VQAv2 / VizWiz / TextVQA accuracy (``samples[i].answers``: the 10 annotator answers),
     per ``category`` (answer type) too."""
 
-    def __init__(self, normalization: VQANormalization = "evalai", groups: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, normalization: VQANormalization = "evalai", groups: Sequence[str] | None = None
+    ) -> None:
         super().__init__(groups)
         vqa_accuracy("", ["x"], normalization)  # validate the option now
         self.normalization = normalization
@@ -128,14 +134,19 @@ def _exact_norm(text: str, mode: ExactNormalization) -> str:
 class ExactMatch(_GroupedMean):
     """Exact match with the single reference answer (GQA testdev-balanced: ``answers[0]``)."""
 
-    def __init__(self, normalization: ExactNormalization = "llava", groups: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, normalization: ExactNormalization = "llava", groups: Sequence[str] | None = None
+    ) -> None:
         super().__init__(groups)
         _exact_norm("", normalization)
         self.normalization = normalization
 
     def update(self, preds: Sequence[str], samples: Sequence[EvalSample]) -> None:
         for p, s in zip(preds, samples):
-            self._add(float(_exact_norm(p, self.normalization) == _exact_norm(s.answers[0], self.normalization)), s.category)
+            self._add(
+                float(_exact_norm(p, self.normalization) == _exact_norm(s.answers[0], self.normalization)),
+                s.category,
+            )
 
 
 class LabelAccuracy(_GroupedMean):
@@ -158,11 +169,19 @@ class POPEMetric(Metric):
     full_state_update = False
     _FIELDS = ("tp", "fp", "tn", "fn", "yes", "n")
 
-    def __init__(self, parser: Callable[[str], str] = pope_official, splits: Sequence[str] = ("random", "popular", "adversarial")) -> None:
+    def __init__(
+        self,
+        parser: Callable[[str], str] = pope_official,
+        splits: Sequence[str] = ("random", "popular", "adversarial"),
+    ) -> None:
         super().__init__()
         self.parser = parser
         self.splits = list(splits)
-        self.add_state("table", default=torch.zeros(len(self.splits) + 1, len(self._FIELDS), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "table",
+            default=torch.zeros(len(self.splits) + 1, len(self._FIELDS), dtype=torch.float64),
+            dist_reduce_fx="sum",
+        )
 
     def update(self, preds: Sequence[str], samples: Sequence[EvalSample]) -> None:
         for p, s in zip(preds, samples):
@@ -185,7 +204,13 @@ class POPEMetric(Metric):
         precision = tp / (tp + fp) if tp + fp > 0 else tp * 0
         recall = tp / (tp + fn) if tp + fn > 0 else tp * 0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else tp * 0
-        return {"accuracy": (tp + tn) / n, "precision": precision, "recall": recall, "f1": f1, "yes_ratio": yes / n}
+        return {
+            "accuracy": (tp + tn) / n,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "yes_ratio": yes / n,
+        }
 
     def compute(self) -> dict[str, torch.Tensor]:
         out = {}
@@ -211,7 +236,18 @@ def _hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") & (2**63 - 1)
 
 
-MME_PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR")
+MME_PERCEPTION = (
+    "existence",
+    "count",
+    "position",
+    "color",
+    "posters",
+    "celebrity",
+    "scene",
+    "landmark",
+    "artwork",
+    "OCR",
+)
 MME_COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
 
 
@@ -222,7 +258,9 @@ class MMEScore(Metric):
 
     full_state_update = False
 
-    def __init__(self, parser: Callable[[str], str], subtasks: Sequence[str] = MME_PERCEPTION + MME_COGNITION) -> None:
+    def __init__(
+        self, parser: Callable[[str], str], subtasks: Sequence[str] = MME_PERCEPTION + MME_COGNITION
+    ) -> None:
         super().__init__()
         self.parser = parser
         self.subtasks = list(subtasks)
@@ -250,7 +288,9 @@ class MMEScore(Metric):
             for im, c in zip(img[m].tolist(), cor[m].tolist()):
                 per_image[im].append(c)
             acc = 100 * cor[m].mean()
-            acc_plus = 100 * torch.tensor([float(all(v)) for v in per_image.values()], dtype=torch.float64).mean()
+            acc_plus = (
+                100 * torch.tensor([float(all(v)) for v in per_image.values()], dtype=torch.float64).mean()
+            )
             out[f"{name}/acc"], out[f"{name}/acc_plus"], out[name] = acc, acc_plus, acc + acc_plus
         for total, names in (("perception", MME_PERCEPTION), ("cognition", MME_COGNITION)):
             present = [out[n] for n in names if n in out]
@@ -321,7 +361,11 @@ class TallyQAAccuracy(_GroupedMean):
     """TallyQA count accuracy, simple and complex (``category``), the count read by VLMEvalKit's
     integer parse (``vlmevalkit``) or compared as VQA-normalised strings (``vqa``)."""
 
-    def __init__(self, parse: Literal["vlmevalkit", "vqa"] = "vlmevalkit", groups: Sequence[str] = ("simple", "complex")) -> None:
+    def __init__(
+        self,
+        parse: Literal["vlmevalkit", "vqa"] = "vlmevalkit",
+        groups: Sequence[str] = ("simple", "complex"),
+    ) -> None:
         super().__init__(groups)
         if parse not in ("vlmevalkit", "vqa"):
             raise ValueError(f"TallyQA parse must be vlmevalkit | vqa, got {parse!r}")
@@ -341,8 +385,13 @@ class BoxAccuracy(_GroupedMean):
     at least ``threshold`` (``inclusive``) or above it (Pythia-VL's > 0.5). ``parser``: ``strict``
     (one well-formed normalised box) or ``lenient`` (lmms-eval: the first four numbers)."""
 
-    def __init__(self, parser: Literal["strict", "lenient"] = "lenient", threshold: float = 0.5, inclusive: bool = True,
-                 groups: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        parser: Literal["strict", "lenient"] = "lenient",
+        threshold: float = 0.5,
+        inclusive: bool = True,
+        groups: Sequence[str] | None = None,
+    ) -> None:
         super().__init__(groups)
         if parser not in ("strict", "lenient"):
             raise ValueError(f"box parser must be strict | lenient, got {parser!r}")
@@ -385,7 +434,12 @@ class CaptionScores(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         if len(self.lengths) == 0:
             return {}
-        tokens, lengths, owners, is_ref = _cat(self.tokens), _cat(self.lengths), _cat(self.owners), _cat(self.is_ref)
+        tokens, lengths, owners, is_ref = (
+            _cat(self.tokens),
+            _cat(self.lengths),
+            _cat(self.owners),
+            _cat(self.is_ref),
+        )
         gts: dict[str, list[str]] = defaultdict(list)
         res: dict[str, list[str]] = {}
         offsets = torch.cumsum(lengths, 0) - lengths
@@ -410,7 +464,9 @@ class TaskAccuracy(Metric):
 
     full_state_update = False
 
-    def __init__(self, tasks: Sequence[str], box_tasks: Sequence[str] = ("box",), iou_threshold: float = 0.5) -> None:
+    def __init__(
+        self, tasks: Sequence[str], box_tasks: Sequence[str] = ("box",), iou_threshold: float = 0.5
+    ) -> None:
         super().__init__()
         self.tasks = list(tasks)
         self.box_tasks = set(box_tasks)

@@ -46,6 +46,12 @@ class BenchmarkProtocol:
             raise ValueError("protocol scoring=likelihood needs candidates (answer -> spellings)")
 
     def format(self, sample: EvalSample) -> str:
-        options = self.option_sep.join(self.option_format.format(letter=k, text=v) for k, v in (sample.choices or {}).items())
-        context = self.context_format.format(context=sample.context) if self.context_format and sample.context else ""
+        options = self.option_sep.join(
+            self.option_format.format(letter=k, text=v) for k, v in (sample.choices or {}).items()
+        )
+        context = (
+            self.context_format.format(context=sample.context)
+            if self.context_format and sample.context
+            else ""
+        )
         return self.prompt.format(question=sample.question, options=options, context=context)

@@ -11,11 +11,11 @@ import lightning as L
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from mmssm_lightning.checkpoints import checkpoint_state
 from mmssm_lightning.eval.metrics import TaskAccuracy
 from mmssm_lightning.lit.stage import Stage
 from mmssm_lightning.models.loss import LossNormalization
 from mmssm_lightning.models.vlm import VisionLanguageModel
-from mmssm_lightning.utils import checkpoint_state
 
 
 def warmup_cosine(step: int, total: int, warmup_ratio: float, min_lr_ratio: float) -> float:
@@ -85,7 +85,11 @@ class VLMModule(L.LightningModule):
 
     def _loss(self, batch: dict) -> torch.Tensor:
         return self.model.loss(
-            batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["labels"], self.loss_normalization
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["pixel_values"],
+            batch["labels"],
+            self.loss_normalization,
         )
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -94,7 +98,9 @@ class VLMModule(L.LightningModule):
         return loss
 
     def _generate(self, batch: dict) -> list[str]:
-        return self.model.generate(batch["prompt_ids"], batch["prompt_mask"], batch["pixel_values"], self.max_new_tokens)
+        return self.model.generate(
+            batch["prompt_ids"], batch["prompt_mask"], batch["pixel_values"], self.max_new_tokens
+        )
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         n = len(batch["answers"])
@@ -127,17 +133,26 @@ class VLMModule(L.LightningModule):
         for p in self.model.parameters():
             if p.requires_grad:
                 (decay if p.ndim >= 2 else no_decay).append(p)
-        groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = [
+            {"params": decay, "weight_decay": self.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
         opt = self.optimizer_factory([g for g in groups if g["params"]])
         total = int(self.trainer.estimated_stepping_batches)
         sched = LambdaLR(opt, lambda s: warmup_cosine(s, total, self.warmup_ratio, self.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
         # Under FSDP each rank holds a shard: the norm must be taken over all of them, which only
         # the wrapped root module can do (Lightning's own clipping refuses FSDP).
         model = self.trainer.strategy.model
-        if gradient_clip_val and hasattr(model, "clip_grad_norm_") and gradient_clip_algorithm in (None, "norm"):
+        if (
+            gradient_clip_val
+            and hasattr(model, "clip_grad_norm_")
+            and gradient_clip_algorithm in (None, "norm")
+        ):
             model.clip_grad_norm_(gradient_clip_val)
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)

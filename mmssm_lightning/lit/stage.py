@@ -24,7 +24,9 @@ class Stage:
     def __post_init__(self) -> None:
         bad = [p for p in self.trainable if p not in PARTS]
         if bad or not self.trainable:
-            raise ValueError(f"stage.trainable must be a non-empty subset of {PARTS}, got {list(self.trainable)}")
+            raise ValueError(
+                f"stage.trainable must be a non-empty subset of {PARTS}, got {list(self.trainable)}"
+            )
 
     def apply(self, model: nn.Module) -> None:
         """Freeze everything, then unfreeze the listed parts (before any FSDP wrapping). Parts the

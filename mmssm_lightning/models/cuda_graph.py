@@ -27,10 +27,14 @@ class CudaGraphed:
         max_graphs: graphs kept (least recently used dropped first).
     """
 
-    def __init__(self, fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]], max_graphs: int = 4) -> None:
+    def __init__(
+        self, fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]], max_graphs: int = 4
+    ) -> None:
         self.fn = fn
         self.max_graphs = max_graphs
-        self.graphs: OrderedDict[tuple, tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, ...], object]] = OrderedDict()
+        self.graphs: OrderedDict[tuple, tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, ...], object]] = (
+            OrderedDict()
+        )
 
     @torch.no_grad()
     def __call__(self, *args: torch.Tensor):

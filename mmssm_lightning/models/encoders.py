@@ -57,15 +57,21 @@ class TimmEncoder(nn.Module):
         )
         depth = len(self.model.blocks)
         if not -depth <= feature_layer < depth:
-            raise ValueError(f"encoder.feature_layer={feature_layer} is outside a {depth}-block tower '{model_name}'")
+            raise ValueError(
+                f"encoder.feature_layer={feature_layer} is outside a {depth}-block tower '{model_name}'"
+            )
         self.layer_index = feature_layer % depth
         # Blocks after the chosen one are never used: drop them (and the head) to save compute.
         self.model.prune_intermediate_layers([self.layer_index], prune_norm=True, prune_head=True)
         self.drop_prefix_tokens = drop_prefix_tokens
         self.image_size = image_size
         cfg = self.model.pretrained_cfg
-        self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.5, 0.5, 0.5))).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(cfg.get("std", (0.5, 0.5, 0.5))).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor(cfg.get("mean", (0.5, 0.5, 0.5))).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(cfg.get("std", (0.5, 0.5, 0.5))).view(1, 3, 1, 1), persistent=False
+        )
         grid = self.model.patch_embed.grid_size
         self.grid_size: tuple[int, int] = (int(grid[0]), int(grid[1]))
         prefix = 0 if drop_prefix_tokens else int(getattr(self.model, "num_prefix_tokens", 0))

@@ -22,7 +22,9 @@ class VisualLayout:
 
     def __post_init__(self) -> None:
         if self.grid is not None and self.grid[0] * self.grid[1] * self.num_maps != self.num_tokens:
-            raise ValueError(f"{self.num_maps} map(s) of {self.grid} patches cannot hold {self.num_tokens} tokens")
+            raise ValueError(
+                f"{self.num_maps} map(s) of {self.grid} patches cannot hold {self.num_tokens} tokens"
+            )
 
     def require_grid(self, who: str) -> tuple[int, int]:
         """The grid, or an error saying why ``who`` needs it."""

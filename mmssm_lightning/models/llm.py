@@ -41,10 +41,14 @@ class CausalLM(nn.Module):
         if dtype not in _DTYPES:
             raise ValueError(f"llm.dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
         if pretrained:
-            self.model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=_DTYPES[dtype])
+            self.model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
+                name_or_path, dtype=_DTYPES[dtype]
+            )
         else:
             if not config or "model_type" not in config:
-                raise ValueError(f"llm.config needs a model_type (and the shape) to build '{name_or_path}' without weights")
+                raise ValueError(
+                    f"llm.config needs a model_type (and the shape) to build '{name_or_path}' without weights"
+                )
             fields = dict(config)
             hf_config = AutoConfig.for_model(fields.pop("model_type"), **fields)
             self.model = AutoModelForCausalLM.from_config(hf_config, dtype=_DTYPES[dtype])
@@ -89,7 +93,10 @@ class CausalLM(nn.Module):
         return self.model.get_input_embeddings()(input_ids)
 
     def forward(
-        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None, where: torch.Tensor | None = None
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        where: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (B, L, V); given ``where`` (B, L) bool, only at those positions: (N, V).
 
@@ -98,18 +105,28 @@ class CausalLM(nn.Module):
         nothing (729 of Cobra's 985 positions). The backbone and head are called as HF's
         ``*ForCausalLM.forward`` calls them for the three families we build (no logit scaling)."""
         if where is None:
-            return self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False).logits
-        hidden = self.model.base_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False)[0]
+            return self.model(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False
+            ).logits
+        hidden = self.model.base_model(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False
+        )[0]
         head = self.model.get_output_embeddings()
         return head(hidden[where].to(head.weight.dtype))
 
-    def last_logits(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def last_logits(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits (B, V) at the last position only (left-padded inputs): no (B, L, V) tensor."""
-        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False, logits_to_keep=1)
+        out = self.model(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False, logits_to_keep=1
+        )
         return out.logits[:, -1]
 
     @torch.no_grad()
-    def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+    def generate(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int
+    ) -> torch.Tensor:
         """Greedy decoding from left-padded embeddings; finished rows are padded after their EOS."""
         return self.model.generate(
             inputs_embeds=inputs_embeds,

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from mmssm_lightning.data.prompting import IGNORE_INDEX
+from mmssm_lightning.constants import IGNORE_INDEX
 
 LossNormalization = Literal["token", "sample"]
 
@@ -28,7 +28,10 @@ def supervised_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 
 def selected_lm_loss(
-    logits: torch.Tensor, targets: torch.Tensor, where: torch.Tensor, normalization: LossNormalization = "token"
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    where: torch.Tensor,
+    normalization: LossNormalization = "token",
 ) -> torch.Tensor:
     """Cross-entropy of ``logits`` (N, V) at the ``where`` positions (B, L) against ``targets`` (N,)."""
     if normalization not in ("token", "sample"):
@@ -43,7 +46,9 @@ def selected_lm_loss(
     return (per_seq[has_target] / counts[has_target]).sum() / has_target.sum().clamp(min=1)
 
 
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, normalization: LossNormalization = "token") -> torch.Tensor:
+def causal_lm_loss(
+    logits: torch.Tensor, labels: torch.Tensor, normalization: LossNormalization = "token"
+) -> torch.Tensor:
     """``logits`` (B, L, V) predict ``labels`` (B, L) shifted by one; IGNORE_INDEX is skipped."""
     where, targets = supervised_positions(labels)
     return selected_lm_loss(logits[where], targets, where, normalization)

@@ -77,7 +77,8 @@ class MambaDecoder:
     batch_size: the batch the static state is allocated for.
     cuda_graph: capture the decode step on a GPU (ignored on CPU).
     backend: ``auto`` | ``cuda`` | ``torch`` for the kernels (see :mod:`~mmssm_lightning.models.ssm`).
-    fused_step: the mixer's step as two GEMVs around two Triton kernels (:mod:`~mmssm_lightning.models.mamba_step_kernels`).
+    fused_step: the mixer's step as two GEMVs around two Triton kernels
+        (:mod:`~mmssm_lightning.models.mamba_step_kernels`).
         ``True``: used (also on CPU tensors under ``TRITON_INTERPRET=1``, as the tests run it);
         ``False``: one kernel per op; ``None``: one kernel per op unless ``autotune`` finds the
         fused step faster (on an H200 it is not: 2.87 vs 2.48 ms per step for Mamba-2.8B).
@@ -112,12 +113,20 @@ class MambaDecoder:
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
         mixer = self.layers[0].mixer
-        self.d_inner, self.d_state, self.d_conv = mixer.intermediate_size, mixer.ssm_state_size, mixer.conv_kernel_size
+        self.d_inner, self.d_state, self.d_conv = (
+            mixer.intermediate_size,
+            mixer.ssm_state_size,
+            mixer.conv_kernel_size,
+        )
         self.dt_rank = mixer.time_step_rank
         self.residual_in_fp32 = cfg.residual_in_fp32
         n = len(self.layers)
-        self.conv_state = torch.zeros(n, batch_size, self.d_inner, self.d_conv, device=self.device, dtype=self.dtype)
-        self.ssm_state = torch.zeros(n, batch_size, self.d_inner, self.d_state, device=self.device, dtype=torch.float32)
+        self.conv_state = torch.zeros(
+            n, batch_size, self.d_inner, self.d_conv, device=self.device, dtype=self.dtype
+        )
+        self.ssm_state = torch.zeros(
+            n, batch_size, self.d_inner, self.d_state, device=self.device, dtype=torch.float32
+        )
         # -exp(A_log) once, not per step
         self.A = [-torch.exp(layer.mixer.A_log.float()) for layer in self.layers]
         self.use_graph = cuda_graph and self.device.type == "cuda"
@@ -142,8 +151,9 @@ class MambaDecoder:
         try:
             from mmssm_lightning.models.mamba_step_kernels import FusedMixerStep
 
-            return FusedMixerStep(self.model, self.batch_size, self.conv_state, self.ssm_state, linear=self._linear,
-                                  A=self.A)
+            return FusedMixerStep(
+                self.model, self.batch_size, self.conv_state, self.ssm_state, linear=self._linear, A=self.A
+            )
         except (ImportError, ValueError):
             if wanted:
                 raise
@@ -166,7 +176,9 @@ class MambaDecoder:
     def prefill(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
         """Run the prompt (b, L, D), fill the states; returns the first greedy token (b,)."""
         if inputs_embeds.shape[0] != self.batch_size:
-            raise ValueError(f"MambaDecoder was built for batch {self.batch_size}, got {inputs_embeds.shape[0]}")
+            raise ValueError(
+                f"MambaDecoder was built for batch {self.batch_size}, got {inputs_embeds.shape[0]}"
+            )
         self.tokens.copy_(self._prefill(inputs_embeds.to(self.dtype)))
         return self.tokens.clone()
 
@@ -178,8 +190,16 @@ class MambaDecoder:
         dt, B, C = m.x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = (dt @ m.dt_proj.weight.t()).transpose(1, 2)
         y, last = selective_scan(
-            x, delta.contiguous(), self.A[i], B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
-            m.D.float(), z.contiguous(), m.dt_proj.bias.float(), delta_softplus=True, return_last_state=True,
+            x,
+            delta.contiguous(),
+            self.A[i],
+            B.transpose(1, 2).contiguous(),
+            C.transpose(1, 2).contiguous(),
+            m.D.float(),
+            z.contiguous(),
+            m.dt_proj.bias.float(),
+            delta_softplus=True,
+            return_last_state=True,
             backend=self.backend,
         )
         self.ssm_state[i].copy_(last)
@@ -189,8 +209,16 @@ class MambaDecoder:
     def _add_norm(self, x: torch.Tensor, residual: torch.Tensor | None, norm, block: bool = True):
         """residual + x (the residual stream), then RMSNorm of it: (normed, new residual)."""
         if self.kernels is not None:
-            return self.kernels[2](x, norm.weight, None, residual=residual, prenorm=True,
-                                   residual_in_fp32=self.residual_in_fp32, eps=norm.variance_epsilon, is_rms_norm=True)
+            return self.kernels[2](
+                x,
+                norm.weight,
+                None,
+                residual=residual,
+                prenorm=True,
+                residual_in_fp32=self.residual_in_fp32,
+                eps=norm.variance_epsilon,
+                is_rms_norm=True,
+            )
         residual = x if residual is None else residual + x
         if self.residual_in_fp32:
             residual = residual.float()
@@ -226,7 +254,9 @@ class MambaDecoder:
         dt, B, C = self._linear(x, m.x_proj).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = self._linear(dt, m.dt_proj, bias=False)  # the state update adds the bias before softplus
         if self.kernels is not None:
-            y = state_update(self.ssm_state[i], x, dt, self.A[i], B, C, m.D, z=z, dt_bias=m.dt_proj.bias, dt_softplus=True)
+            y = state_update(
+                self.ssm_state[i], x, dt, self.A[i], B, C, m.D, z=z, dt_bias=m.dt_proj.bias, dt_softplus=True
+            )
         else:
             y = _state_update_torch(self.ssm_state[i], x, dt, self.A[i], B, C, m.D, z, m.dt_proj.bias)
         return self._linear(y, m.out_proj)
@@ -241,7 +271,9 @@ class MambaDecoder:
         """Capture each step variant, time its replays, keep the fastest (states restored after)."""
         saved = (self.tokens.clone(), self.conv_state.clone(), self.ssm_state.clone())
         fused = self._fused_candidate
-        gemvs = ("linear",) if self.batch_size > 1 else ("linear", "mv") + (("triton",) if _has_triton() else ())
+        gemvs = (
+            ("linear",) if self.batch_size > 1 else ("linear", "mv") + (("triton",) if _has_triton() else ())
+        )
         fusions = [fused] if self.fused is not None else dict.fromkeys([fused, None])
         variants = [(f, g) for f in fusions for g in gemvs]
         for f, g in variants:

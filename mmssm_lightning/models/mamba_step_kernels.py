@@ -35,9 +35,23 @@ MAX_BATCH = 16  # the grids hold one program per batch row: larger batches take 
 
 @triton.jit
 def _conv_x_proj(
-    xz_ptr, conv_state_ptr, conv_w_ptr, conv_b_ptr, xproj_w_ptr, xc_ptr, part_ptr,
-    B, D, E, stride_xz, stride_cs_b, stride_cs_d,
-    HAS_CONV_BIAS: tl.constexpr, KC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    xz_ptr,
+    conv_state_ptr,
+    conv_w_ptr,
+    conv_b_ptr,
+    xproj_w_ptr,
+    xc_ptr,
+    part_ptr,
+    B,
+    D,
+    E,
+    stride_xz,
+    stride_cs_b,
+    stride_cs_d,
+    HAS_CONV_BIAS: tl.constexpr,
+    KC: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
     BLOCK_E: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -63,16 +77,35 @@ def _conv_x_proj(
     xc = xc.to(tl.float32)
     for e0 in tl.static_range(0, BLOCK_E, 64):  # this block's share of x_proj, 64 rows at a time
         es = e0 + tl.arange(0, 64)
-        wx = tl.load(xproj_w_ptr + es[:, None] * D + ch[None, :], mask=(es[:, None] < E) & cm[None, :], other=0.0)
+        wx = tl.load(
+            xproj_w_ptr + es[:, None] * D + ch[None, :], mask=(es[:, None] < E) & cm[None, :], other=0.0
+        )
         part = tl.sum(wx.to(tl.float32) * xc[None, :], axis=1)
         tl.store(part_ptr + (pid * B + b) * E + es, part, mask=es < E)
 
 
 @triton.jit
 def _ssm_update(
-    part_ptr, n_parts, xc_ptr, xz_ptr, dtw_ptr, dtb_ptr, A_ptr, Dp_ptr, state_ptr, y_ptr,
-    B, D, R, N, E, stride_xz,
-    BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_P: tl.constexpr,
+    part_ptr,
+    n_parts,
+    xc_ptr,
+    xz_ptr,
+    dtw_ptr,
+    dtb_ptr,
+    A_ptr,
+    Dp_ptr,
+    state_ptr,
+    y_ptr,
+    B,
+    D,
+    R,
+    N,
+    E,
+    stride_xz,
+    BLOCK_D: tl.constexpr,
+    BLOCK_E: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    BLOCK_P: tl.constexpr,
 ):
     pid = tl.program_id(0)
     b = tl.program_id(1)
@@ -85,7 +118,11 @@ def _ssm_update(
     xdbl = tl.zeros([BLOCK_E], dtype=tl.float32)
     for p0 in range(0, n_parts, BLOCK_P):
         ps = p0 + tl.arange(0, BLOCK_P)
-        t = tl.load(part_ptr + (ps[:, None] * B + b) * E + es[None, :], mask=(ps[:, None] < n_parts) & (es[None, :] < E), other=0.0)
+        t = tl.load(
+            part_ptr + (ps[:, None] * B + b) * E + es[None, :],
+            mask=(ps[:, None] < n_parts) & (es[None, :] < E),
+            other=0.0,
+        )
         xdbl += tl.sum(t, axis=0)
     xdbl = xdbl.to(dtw_ptr.dtype.element_ty).to(tl.float32)  # rounded as x_proj's output is
     # dt_proj reads the first R entries; B and C are picked out with one-hot rows
@@ -116,7 +153,9 @@ def _gemv_rows(x_ptr, w_ptr, y_ptr, N, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.con
     acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
-        w = tl.load(w_ptr + rows[:, None] * K + ks[None, :], mask=(rows[:, None] < N) & (ks[None, :] < K), other=0.0)
+        w = tl.load(
+            w_ptr + rows[:, None] * K + ks[None, :], mask=(rows[:, None] < N) & (ks[None, :] < K), other=0.0
+        )
         acc += w.to(tl.float32) * tl.load(x_ptr + ks, mask=ks < K, other=0.0).to(tl.float32)[None, :]
     tl.store(y_ptr + rows, tl.sum(acc, axis=1).to(y_ptr.dtype.element_ty), mask=rows < N)
 
@@ -132,7 +171,9 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
     while bn > 1 and triton.cdiv(n, bn) < 2 * _multiprocessors(x.device):
         bn //= 2
     y = torch.empty(1, n, device=x.device, dtype=weight.dtype)
-    _gemv_rows[(triton.cdiv(n, bn),)](x.contiguous(), weight, y, n, k, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)
+    _gemv_rows[(triton.cdiv(n, bn),)](
+        x.contiguous(), weight, y, n, k, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages
+    )
     return y if bias is None else y + bias
 
 
@@ -155,16 +196,29 @@ class FusedMixerStep:
         A: per layer ``-exp(A_log)`` in float32, where the caller holds it already.
     """
 
-    def __init__(self, model, batch_size: int, conv_state: torch.Tensor, ssm_state: torch.Tensor,
-                 block_n: int = 64, block_d: int = 32, linear: Callable = lambda x, layer: layer(x),
-                 A: list[torch.Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        model,
+        batch_size: int,
+        conv_state: torch.Tensor,
+        ssm_state: torch.Tensor,
+        block_n: int = 64,
+        block_d: int = 32,
+        linear: Callable = lambda x, layer: layer(x),
+        A: list[torch.Tensor] | None = None,
+    ) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise ValueError(f"the fused Mamba step runs batch 1..{MAX_BATCH}, got {batch_size}")
         layers = model.backbone.layers
         m = layers[0].mixer
         if m.x_proj.bias is not None:
             raise ValueError("the fused Mamba step assumes x_proj without bias (HF's MambaMixer has none)")
-        self.d_inner, self.d_state, self.d_conv, self.dt_rank = m.intermediate_size, m.ssm_state_size, m.conv_kernel_size, m.time_step_rank
+        self.d_inner, self.d_state, self.d_conv, self.dt_rank = (
+            m.intermediate_size,
+            m.ssm_state_size,
+            m.conv_kernel_size,
+            m.time_step_rank,
+        )
         self.e = self.dt_rank + 2 * self.d_state
         self.block_n, self.block_d = block_n, block_d
         self.linear = linear
@@ -183,15 +237,45 @@ class FusedMixerStep:
         xz = self.linear(h.to(m.in_proj.weight.dtype), m.in_proj)  # (b, 2 D), cuBLAS
         cs = self.conv_state[i]
         _conv_x_proj[(self.n_parts, b)](
-            xz, cs, self.conv_w[i], m.conv1d.bias, m.x_proj.weight, self.xc, self.part,
-            b, D, E, xz.stride(0), cs.stride(0), cs.stride(1),
-            HAS_CONV_BIAS=m.conv1d.bias is not None, KC=self.d_conv, BLOCK_N=self.block_n,
-            BLOCK_K=triton.next_power_of_2(self.d_conv), BLOCK_E=64 * triton.cdiv(E, 64),
+            xz,
+            cs,
+            self.conv_w[i],
+            m.conv1d.bias,
+            m.x_proj.weight,
+            self.xc,
+            self.part,
+            b,
+            D,
+            E,
+            xz.stride(0),
+            cs.stride(0),
+            cs.stride(1),
+            HAS_CONV_BIAS=m.conv1d.bias is not None,
+            KC=self.d_conv,
+            BLOCK_N=self.block_n,
+            BLOCK_K=triton.next_power_of_2(self.d_conv),
+            BLOCK_E=64 * triton.cdiv(E, 64),
         )
         _ssm_update[(triton.cdiv(D, self.block_d), b)](
-            self.part, self.n_parts, self.xc, xz, m.dt_proj.weight, m.dt_proj.bias, self.A[i], m.D,
-            self.ssm_state[i], self.y, b, D, R, N, E, xz.stride(0),
-            BLOCK_D=self.block_d, BLOCK_E=triton.next_power_of_2(E), BLOCK_S=triton.next_power_of_2(N),
+            self.part,
+            self.n_parts,
+            self.xc,
+            xz,
+            m.dt_proj.weight,
+            m.dt_proj.bias,
+            self.A[i],
+            m.D,
+            self.ssm_state[i],
+            self.y,
+            b,
+            D,
+            R,
+            N,
+            E,
+            xz.stride(0),
+            BLOCK_D=self.block_d,
+            BLOCK_E=triton.next_power_of_2(E),
+            BLOCK_S=triton.next_power_of_2(N),
             BLOCK_P=min(16, triton.next_power_of_2(self.n_parts)),
         )
         return self.linear(self.y, m.out_proj)

@@ -46,7 +46,9 @@ class Scan:
         self.name = name
         self._on_device: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _indices(self, grid: tuple[int, int], num_maps: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _indices(
+        self, grid: tuple[int, int], num_maps: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(permutations, their inverses) on ``device``, built once per shape: no host-to-device
         copy per call (which also keeps the projector capturable in a CUDA graph)."""
         key = (tuple(grid), num_maps, device)
@@ -81,7 +83,9 @@ class Scan:
         """(B, N, D) -> (B, K, N, D)."""
         perm, _ = self._indices(grid, num_maps, x.device)
         if perm.shape[1] != x.shape[1]:
-            raise ValueError(f"scan over a {grid} grid x {num_maps} map(s) needs {perm.shape[1]} tokens, got {x.shape[1]}")
+            raise ValueError(
+                f"scan over a {grid} grid x {num_maps} map(s) needs {perm.shape[1]} tokens, got {x.shape[1]}"
+            )
         return x[:, perm]
 
     def merge(self, y: torch.Tensor, grid: tuple[int, int], num_maps: int = 1) -> torch.Tensor:

@@ -49,7 +49,11 @@ def use_kernels(backend: Backend, x: torch.Tensor) -> bool:
         return False
     available = kernels() is not None and x.is_cuda
     if backend == "cuda" and not available:
-        why = "mamba_ssm / causal_conv1d are not installed" if kernels() is None else "the input is not on a GPU"
+        why = (
+            "mamba_ssm / causal_conv1d are not installed"
+            if kernels() is None
+            else "the input is not on a GPU"
+        )
         raise RuntimeError(f"ssm backend 'cuda' was asked for but {why}; use backend 'auto' or 'torch'")
     return available
 
@@ -79,7 +83,9 @@ def _linear_scan(log_a: torch.Tensor, x: torch.Tensor, chunk_size: int) -> torch
         cum = log_a[..., sl, :].cumsum(-2)  # (..., t, n)
         t = cum.shape[-2]
         causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()[:, :, None]
-        decay = (cum.unsqueeze(-2) - cum.unsqueeze(-3)).masked_fill_(~causal, float("-inf")).exp_()  # (..., t, s, n)
+        decay = (
+            (cum.unsqueeze(-2) - cum.unsqueeze(-3)).masked_fill_(~causal, float("-inf")).exp_()
+        )  # (..., t, s, n)
         states = (decay * x[..., sl, :].unsqueeze(-3)).sum(-2) + cum.exp() * h.unsqueeze(-2)
         out[..., sl, :] = states
         h = states[..., -1, :]
@@ -162,8 +168,12 @@ def selective_scan_torch(
         return m.float().reshape(b, g, 1, n, length).transpose(-1, -2)
 
     y, last = _SelectiveScan.apply(
-        u.view(b, g, d // g, length), delta.view(b, g, d // g, length), A.float().view(g, d // g, n),
-        groups(B), groups(C), chunk_size,
+        u.view(b, g, d // g, length),
+        delta.view(b, g, d // g, length),
+        A.float().view(g, d // g, n),
+        groups(B),
+        groups(C),
+        chunk_size,
     )
     y = y.reshape(b, d, length)
     if D is not None:
@@ -174,8 +184,9 @@ def selective_scan_torch(
     return (y, last.reshape(b, d, n)) if return_last_state else y
 
 
-def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                             return_last_state=False):
+def selective_scan_reference(
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False
+):
     """The recurrence h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t, y_t = C_t h_t, one step at a
     time in float64: slow, obviously right, for tests only."""
     u, delta = u.double(), delta.double()
@@ -188,7 +199,10 @@ def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     h = u.new_zeros(b, d, A.shape[1])
     ys = []
     for t in range(length):
-        h = torch.exp(delta[:, :, t, None] * A.double()) * h + (delta[:, :, t] * u[:, :, t])[..., None] * Bf[..., t]
+        h = (
+            torch.exp(delta[:, :, t, None] * A.double()) * h
+            + (delta[:, :, t] * u[:, :, t])[..., None] * Bf[..., t]
+        )
         ys.append((h * Cf[..., t]).sum(-1))
     y = torch.stack(ys, dim=-1)
     if D is not None:
@@ -214,16 +228,28 @@ def selective_scan(
 ):
     if use_kernels(backend, u):
         scan_fn = kernels()[0]
-        return scan_fn(u, delta, A, B.contiguous(), C.contiguous(), D, z, delta_bias, delta_softplus, return_last_state)
-    return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk_size)
+        return scan_fn(
+            u, delta, A, B.contiguous(), C.contiguous(), D, z, delta_bias, delta_softplus, return_last_state
+        )
+    return selective_scan_torch(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk_size
+    )
 
 
-def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, backend: Backend = "auto") -> torch.Tensor:
+def causal_conv1d(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, backend: Backend = "auto"
+) -> torch.Tensor:
     """Depthwise causal conv + SiLU. ``x``: (b, d, l); ``weight``: (d, k)."""
     if use_kernels(backend, x):
         return kernels()[1](x, weight, bias, activation="silu")
     k = weight.shape[1]
-    out = F.conv1d(x, weight.unsqueeze(1).to(x.dtype), None if bias is None else bias.to(x.dtype), padding=k - 1, groups=x.shape[1])
+    out = F.conv1d(
+        x,
+        weight.unsqueeze(1).to(x.dtype),
+        None if bias is None else bias.to(x.dtype),
+        padding=k - 1,
+        groups=x.shape[1],
+    )
     return F.silu(out[..., : x.shape[-1]])
 
 
@@ -277,7 +303,9 @@ class MambaMixer(nn.Module):
         self.backend = backend
         self.chunk_size = chunk_size
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
-        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1, bias=conv_bias)
+        self.conv1d = nn.Conv1d(
+            self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1, bias=conv_bias
+        )
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
         dt_std = self.dt_rank**-0.5
@@ -337,10 +365,14 @@ class SelectiveSSM(nn.Module):
         self.backend, self.chunk_size = backend, chunk_size
         p = 1 if shared else num_directions
         std = d_inner**-0.5
-        self.x_proj_weight = nn.Parameter(torch.empty(p, self.dt_rank + 2 * d_state, d_inner).uniform_(-std, std))
+        self.x_proj_weight = nn.Parameter(
+            torch.empty(p, self.dt_rank + 2 * d_state, d_inner).uniform_(-std, std)
+        )
         dt_std = self.dt_rank**-0.5
         self.dt_proj_weight = nn.Parameter(torch.empty(p, d_inner, self.dt_rank).uniform_(-dt_std, dt_std))
-        self.dt_proj_bias = nn.Parameter(torch.stack([_init_dt_bias(d_inner, dt_min, dt_max, dt_init_floor) for _ in range(p)]))
+        self.dt_proj_bias = nn.Parameter(
+            torch.stack([_init_dt_bias(d_inner, dt_min, dt_max, dt_init_floor) for _ in range(p)])
+        )
         self.A_log = nn.Parameter(_s4d_real_A_log(d_inner, d_state).repeat(p, 1, 1))
         self.D = nn.Parameter(torch.ones(p, d_inner))
 

@@ -7,6 +7,8 @@ real Mamba/Pythia tokenizer sees the same API here. Byte-level means any text en
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -18,15 +20,24 @@ PAD = "<|padding|>"
 CHAT_MARKERS = ("<|user|>", "<|assistant|>", "<|system|>")
 
 
-def _corpus() -> list[str]:
-    from mmssm_lightning.data.synthetic import corpus
+# The chat templates' own words: every synthetic tokenizer learns them, whatever its corpus.
+TEMPLATE_LINES = (
+    "<|user|>\n<|assistant|>\n",
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives "
+    "helpful, detailed, and polite answers to the user's questions. USER: ASSISTANT:",
+    "In: Out:",
+    "## && ##",
+)
 
-    return corpus()
 
-
-def synthetic_bpe_tokenizer(vocab_size: int = 1024, cache_dir: str | None = None) -> PreTrainedTokenizerFast:
-    """Train (or load from ``cache_dir``) a byte-level BPE on the synthetic task's vocabulary."""
-    cache = Path(cache_dir) / f"synthetic_bpe_{vocab_size}.json" if cache_dir else None
+def synthetic_bpe_tokenizer(
+    vocab_size: int = 1024, cache_dir: str | None = None, corpus: Sequence[str] = ()
+) -> PreTrainedTokenizerFast:
+    """Train (or load from ``cache_dir``) a byte-level BPE on ``corpus`` (the synthetic data's
+    text: ``llm.tokenizer.corpus`` in the configs) plus the chat templates' words."""
+    lines = [*corpus, *TEMPLATE_LINES]
+    digest = hashlib.sha1("\n".join(lines).encode()).hexdigest()[:10]
+    cache = Path(cache_dir) / f"synthetic_bpe_{vocab_size}_{digest}.json" if cache_dir else None
     if cache is not None and cache.exists():
         tok = Tokenizer.from_file(str(cache))
     else:
@@ -40,7 +51,7 @@ def synthetic_bpe_tokenizer(vocab_size: int = 1024, cache_dir: str | None = None
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
-        tok.train_from_iterator(_corpus(), trainer=trainer)
+        tok.train_from_iterator(lines, trainer=trainer)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tok.save(str(cache))
@@ -52,6 +63,7 @@ def load_tokenizer(
     pretrained: bool = True,
     synthetic_vocab_size: int = 1024,
     cache_dir: str | None = None,
+    corpus: Sequence[str] = (),
 ) -> PreTrainedTokenizerBase:
     """The hub tokenizer ``name_or_path`` when ``pretrained``; else the synthetic BPE.
 
@@ -59,7 +71,7 @@ def load_tokenizer(
     that cannot reach the hub (benchmarks, tests): the tokenizer must not download either.
     """
     if not pretrained:
-        return synthetic_bpe_tokenizer(synthetic_vocab_size, cache_dir)
+        return synthetic_bpe_tokenizer(synthetic_vocab_size, cache_dir, corpus)
     tok = AutoTokenizer.from_pretrained(name_or_path)
     if tok.pad_token is None:
         # GPT-NeoX and Llama tokenizers ship without a pad token; padded positions never reach

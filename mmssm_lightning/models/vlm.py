@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from mmssm_lightning.data.prompting import IGNORE_INDEX, IMAGE_TOKEN_ID
+from mmssm_lightning.constants import IGNORE_INDEX, IMAGE_TOKEN_ID
 from mmssm_lightning.models.encoders import VisionTower
 from mmssm_lightning.models.framing import ImageFraming
 from mmssm_lightning.models.llm import CausalLM
@@ -90,7 +90,9 @@ class VisionLanguageModel(nn.Module):
             lab = labels[b][keep] if labels is not None else None
             where = (ids == IMAGE_TOKEN_ID).nonzero().flatten()
             if len(where) > 1:
-                raise ValueError(f"sample {b} holds {len(where)} image markers; one image per sample is supported")
+                raise ValueError(
+                    f"sample {b} holds {len(where)} image markers; one image per sample is supported"
+                )
             if len(where) == 1:
                 if image_embeds is None:
                     raise ValueError(f"sample {b} has an image marker but no pixel_values were given")

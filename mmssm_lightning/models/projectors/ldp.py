@@ -26,11 +26,15 @@ class LDPv2Projector(nn.Module):
         self.grid = layout.require_grid("projector=ldpv2")
         self.num_maps = layout.num_maps
         if pool_size < 1 or pool_size > min(self.grid):
-            raise ValueError(f"projector.pool_size must be in 1..{min(self.grid)} for a {self.grid} grid, got {pool_size}")
+            raise ValueError(
+                f"projector.pool_size must be in 1..{min(self.grid)} for a {self.grid} grid, got {pool_size}"
+            )
         self.pool_size = pool_size
         self.mlp = nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
         self.peg = nn.Conv2d(out_dim, out_dim, 3, padding=1, groups=out_dim)
-        self.out_layout = VisualLayout(self.num_maps * pool_size * pool_size, (pool_size, pool_size), self.num_maps)
+        self.out_layout = VisualLayout(
+            self.num_maps * pool_size * pool_size, (pool_size, pool_size), self.num_maps
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, d = x.shape

@@ -55,7 +55,9 @@ class MambaProjector(nn.Module):
         self.w1 = nn.Linear(in_dim, hidden)
         self.w2 = nn.Linear(in_dim, hidden)
         self.dwconv = nn.Conv2d(hidden, hidden, conv_size, padding=conv_size // 2, groups=hidden)
-        self.ssm = SelectiveSSM(hidden, scan.num_directions, d_state, dt_rank, shared_directions, backend=backend)
+        self.ssm = SelectiveSSM(
+            hidden, scan.num_directions, d_state, dt_rank, shared_directions, backend=backend
+        )
         self.norm_out = nn.LayerNorm(hidden)
         self.w3 = nn.Linear(hidden, out_dim)
         self.out_layout = layout

@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmssm_lightning.checkpoints import checkpoint_state
 from mmssm_lightning.models.layout import VisualLayout
 from mmssm_lightning.models.projectors.vss import VSSProjector
 from mmssm_lightning.models.scans import Scan
 from mmssm_lightning.models.ssm import Backend, MambaMixer
-from mmssm_lightning.utils import checkpoint_state
 
 Attention = Literal["local", "global"]
 
@@ -58,21 +58,29 @@ class CrossAttention(nn.Module):
         def heads(x: torch.Tensor) -> torch.Tensor:
             return x.view(b, x.shape[1], self.num_heads, -1).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(heads(self.q_proj(q)), heads(self.k_proj(kv)), heads(self.v_proj(kv)), attn_mask=mask)
+        out = F.scaled_dot_product_attention(
+            heads(self.q_proj(q)), heads(self.k_proj(kv)), heads(self.v_proj(kv)), attn_mask=mask
+        )
         return self.o_proj(out.transpose(1, 2).reshape(b, n, w))
 
 
 class QMambaBlock(nn.Module):
     """Mamba over the queries, cross-attention to the image, FFN; each pre-normed with a residual."""
 
-    def __init__(self, width: int, kv_dim: int, num_heads: int, ffn: bool, d_state: int, backend: Backend) -> None:
+    def __init__(
+        self, width: int, kv_dim: int, num_heads: int, ffn: bool, d_state: int, backend: Backend
+    ) -> None:
         super().__init__()
         self.norm = nn.RMSNorm(width, eps=1e-5)  # name and eps of a HF Mamba layer's pre-norm
         self.mixer = MambaMixer(width, d_state=d_state, backend=backend)
         self.norm_cross = nn.LayerNorm(width)
         self.cross = CrossAttention(width, kv_dim, num_heads)
         self.norm_ffn = nn.LayerNorm(width) if ffn else None
-        self.ffn = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)) if ffn else None
+        self.ffn = (
+            nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+            if ffn
+            else None
+        )
 
     def forward(self, q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         q = q + self.mixer(self.norm(q))
@@ -92,7 +100,8 @@ class QMambaProjector(nn.Module):
     ffn: include the channel-mixing FFN in each block.
     connector: put VL-Mamba's VSS connector between the tower and the queries.
     connector_variant / connector_dim: that connector's MMC variant and output width (default: LLM width).
-    connector_ckpt: a VL-Mamba checkpoint of ours whose projector initialises the connector (Table 3 "From Trained").
+    connector_ckpt: a VL-Mamba checkpoint of ours whose projector initialises the connector
+        (Table 3 "From Trained").
     pretrained_mamba: hub id or folder of a HF Mamba LM whose layers initialise the blocks (mamba-130m).
     """
 
@@ -125,9 +134,13 @@ class QMambaProjector(nn.Module):
         self.connector = None
         if connector:
             kv_dim = connector_dim or out_dim
-            self.connector = VSSProjector(in_dim, kv_dim, layout, scan, variant=connector_variant, d_state=d_state, backend=backend)
+            self.connector = VSSProjector(
+                in_dim, kv_dim, layout, scan, variant=connector_variant, d_state=d_state, backend=backend
+            )
         self.queries = nn.Parameter(torch.randn(num_queries, width) * width**-0.5)
-        self.blocks = nn.ModuleList(QMambaBlock(width, kv_dim, num_heads, ffn, d_state, backend) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            QMambaBlock(width, kv_dim, num_heads, ffn, d_state, backend) for _ in range(depth)
+        )
         self.norm_f = nn.RMSNorm(width, eps=1e-5)
         self.head = nn.Linear(width, out_dim)
         mask = local_attention_mask(num_queries, layout.num_tokens) if attention == "local" else None
@@ -152,7 +165,10 @@ class QMambaProjector(nn.Module):
         prefix = "backbone." if any(k.startswith("backbone.") for k in state) else ""
         layers = {int(k[len(prefix) + 7 :].split(".")[0]) for k in state if k.startswith(prefix + "layers.")}
         if len(layers) < len(self.blocks):
-            raise ValueError(f"projector.pretrained_mamba has {len(layers)} layers, projector.depth={len(self.blocks)} needs as many")
+            raise ValueError(
+                f"projector.pretrained_mamba has {len(layers)} layers, "
+                f"projector.depth={len(self.blocks)} needs as many"
+            )
         copied = 0
         targets = {"norm_f.weight": f"{prefix}norm_f.weight"}
         for i in range(len(self.blocks)):
@@ -165,7 +181,8 @@ class QMambaProjector(nn.Module):
                 raise ValueError(f"projector.pretrained_mamba lacks {src}")
             if state[src].shape != own[dst].shape:
                 raise ValueError(
-                    f"projector.pretrained_mamba: {src} is {tuple(state[src].shape)} but {dst} is {tuple(own[dst].shape)} "
+                    f"projector.pretrained_mamba: {src} is {tuple(state[src].shape)} "
+                    f"but {dst} is {tuple(own[dst].shape)} "
                     "(match projector.width / d_state to the Mamba checkpoint)"
                 )
             own[dst].copy_(state[src])
@@ -194,4 +211,3 @@ class QMambaProjector(nn.Module):
                 f"projector.connector_ckpt {path}: its projector is not a matching VL-Mamba connector "
                 f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
             )
-

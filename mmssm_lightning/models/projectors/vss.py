@@ -25,8 +25,16 @@ from mmssm_lightning.models.ssm import Backend, MambaMixer
 class VisionSelectiveScan(nn.Module):
     """Scan -> one Mamba layer over each direction -> restore order -> merge. (B, N, d) -> (B, N, d)."""
 
-    def __init__(self, dim: int, layout: VisualLayout, scan: Scan, d_state: int = 16, expand: int = 2,
-                 d_conv: int = 4, backend: Backend = "auto") -> None:
+    def __init__(
+        self,
+        dim: int,
+        layout: VisualLayout,
+        scan: Scan,
+        d_state: int = 16,
+        expand: int = 2,
+        d_conv: int = 4,
+        backend: Backend = "auto",
+    ) -> None:
         super().__init__()
         self.grid = layout.require_grid(f"scan={scan.name}")
         self.num_maps = layout.num_maps
