@@ -1,10 +1,9 @@
-"""Turn a composed config into objects: the model, the data module, loggers, callbacks, trainer."""
+"""Turn a composed config into the model and its data module (the training side: lit/builders.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -50,30 +49,3 @@ def build_datamodule(cfg: DictConfig, model: VisionLanguageModel) -> VLMDataModu
     if dm.new_tokens:
         model.llm.add_tokens(dm.new_tokens, init_seed=dm.new_token_init_seed)
     return dm
-
-
-def world_size(trainer_cfg: DictConfig) -> int:
-    """Devices x nodes as Lightning will count them (for the global-batch arithmetic)."""
-    devices = trainer_cfg.get("devices", 1)
-    if isinstance(devices, str) and devices != "auto":
-        devices = (
-            int(devices)
-            if devices.lstrip("-").isdigit()
-            else len([d for d in devices.split(",") if d.strip()])
-        )
-    if devices in ("auto", -1):
-        accel = trainer_cfg.get("accelerator", "cpu")
-        devices = (
-            torch.cuda.device_count() if accel in ("gpu", "cuda", "auto") and torch.cuda.is_available() else 1
-        )
-    if isinstance(devices, (list, tuple)):
-        devices = len(devices)
-    return int(devices) * int(trainer_cfg.get("num_nodes", 1))
-
-
-def build_loggers(cfg: DictConfig) -> list[Any]:
-    return [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-
-
-def build_callbacks(cfg: DictConfig) -> list[Any]:
-    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]

@@ -49,6 +49,73 @@ def save_run_info(cfg: DictConfig, output_dir: str | Path) -> None:
     (out / "git.json").write_text(json.dumps(git_state(), indent=2))
 
 
+SUMMARY_KEYS = (
+    "experiment_name",
+    "stage.name",
+    "encoder.towers",
+    "projector._target_",
+    "scan.name",
+    "llm.name_or_path",
+    "prompt.name",
+    "data.root",
+    "data.train",
+    "data.global_batch_size",
+    "optim.optimizer._target_",
+    "optim.optimizer.lr",
+    "trainer.strategy",
+    "trainer.devices",
+    "trainer.precision",
+    "trainer.max_steps",
+    "trainer.max_epochs",
+    "init_from",
+    "eval.protocol.name",
+    "eval.run",
+)
+
+
+@rank_zero_only
+def print_config(cfg: DictConfig, output_dir: str | Path) -> None:
+    """A summary of the run's config (``print_config=full``: the whole tree); the resolved config
+    is always written whole to ``<run>/config_resolved.yaml``."""
+    if cfg.get("print_config", "summary") == "full":
+        print_config_tree(cfg)
+        return
+    from rich import print as rprint
+    from rich.table import Table
+
+    table = Table(title=f"config (all of it: {Path(output_dir) / 'config_resolved.yaml'})", show_header=False)
+    for key in SUMMARY_KEYS:
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if value is None:
+            continue
+        if key == "encoder.towers":
+            value = ", ".join(str(t.get("model_name")) for t in value.values())
+        elif key == "trainer.strategy" and not isinstance(value, str):
+            value = str(value.get("_target_", value)).rsplit(".", 1)[-1]
+        table.add_row(key, str(OmegaConf.to_container(value) if isinstance(value, DictConfig) else value))
+    rprint(table)
+
+
+def quiet_library_warnings() -> None:
+    """Warnings that say nothing to a user of this suite, once per run instead of once per call."""
+    import logging
+    import warnings
+
+    for pattern in (
+        r".*isinstance\(treespec, LeafSpec\).*",
+        r".*It is recommended to use `self\.log\(.*sync_dist=True.*",
+        r".*does not have many workers which may be a bottleneck.*",
+        r".*The number of training batches .* is smaller than the logging interval.*",
+        r".*Consider setting `persistent_workers=True`.*",
+        r".*torch\.meshgrid: in an upcoming release.*",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "litlogger" not in record.getMessage() and "💡 Tip" not in record.getMessage()
+    )
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
 @rank_zero_only
 def print_config_tree(cfg: DictConfig, order: Sequence[str] = PRINT_ORDER) -> None:
     from rich import print as rprint

@@ -22,15 +22,21 @@ SMALL_DATA = ["data.synthetic.splits={train:96,val:10,test:20}", "data.eval_batc
 
 
 def compose_cfg(tmp: Path, overrides: list[str] = (), small_data: bool = True) -> DictConfig:
-    """The train config as the CLI would compose it, with every path under ``tmp``."""
+    """The train config as the CLI would compose it, with every path under ``tmp``; the demo
+    experiment unless ``overrides`` choose one."""
+    overrides = list(overrides)
+    experiment = [] if any(o.startswith("experiment=") for o in overrides) else ["experiment=demo"]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(
             config_name="train",
+            return_hydra_config=False,
             overrides=[
+                *experiment,
                 f"paths.root_dir={tmp}",
                 f"paths.output_dir={tmp}/run",
                 f"paths.cache_dir={SHARED_CACHE}",
                 "logger=none",
+                "callbacks.progress=null",
                 *(SMALL_DATA if small_data else []),
                 *overrides,
             ],

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 import mmssm_lightning  # noqa: F401  (torchvision compatibility shim before timm/transformers)
 from mmssm_lightning.build import build_model
+from mmssm_lightning.checkpoints import read_checkpoint
 from mmssm_lightning.constants import CONF_DIR, IMAGE_MARKER
 from mmssm_lightning.data.collate import pad_sequences
 from mmssm_lightning.data.prompting import PromptFormat, SequenceBuilder
@@ -43,18 +44,12 @@ from mmssm_lightning.models.vlm import VisionLanguageModel
 def load_checkpoint(
     path: str | Path, model_overrides: Sequence[str] = ()
 ) -> tuple[VisionLanguageModel, PromptFormat, DictConfig]:
-    """A model of ours from a Lightning checkpoint file (``weights_only`` load). ``model_overrides``
+    """A model of ours from a checkpoint: a run's ``model.ckpt``, a Lightning checkpoint file or an
+    FSDP sharded checkpoint folder (consolidated in memory). ``model_overrides``
     ("key=value") change the stored run config before the model is built, for what holds no
     weights: e.g. ``projector.scan.name=forward`` (Q-Mamba Table 4) or the prompt."""
     p = Path(path)
-    if p.is_dir():
-        raise ValueError(
-            f"ckpt_path: {p} is a sharded (FSDP) checkpoint folder; consolidate it into one file first: "
-            f"python -m lightning.pytorch.utilities.consolidate_checkpoint {p}"
-        )
-    if not p.is_file():
-        raise FileNotFoundError(f"ckpt_path: {p} does not exist")
-    ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(p, "ckpt_path")
     if "mmssm_config" not in ckpt or "state_dict" not in ckpt:
         raise ValueError(
             f"ckpt_path: {p} is not an mmssm-lightning checkpoint (no mmssm_config / state_dict); "
@@ -187,38 +182,88 @@ def protocol_record(name: str, entry: DictConfig) -> dict:
     return {"protocol": name, **record}
 
 
+def check_benchmarks(names: Sequence[str], protocol_cfg: DictConfig, benchmarks_cfg: DictConfig) -> None:
+    """Every requested benchmark is known to the protocol and has a reader (before any forward)."""
+    for name in names:
+        if name not in protocol_cfg.benchmarks:
+            raise ValueError(
+                f"protocol '{protocol_cfg.name}' does not define benchmark '{name}' "
+                f"(conf/protocol/{protocol_cfg.name}.yaml)"
+            )
+        if name not in benchmarks_cfg:
+            raise ValueError(f"no reader for benchmark '{name}' in conf/benchmarks")
+
+
+def _paths(node: object) -> list[str]:
+    """The file and folder paths of a reader's config (every string value but ``_target_``)."""
+    if isinstance(node, dict):
+        return [p for k, v in node.items() if k != "_target_" for p in _paths(v)]
+    if isinstance(node, list):
+        return [p for v in node for p in _paths(v)]
+    return [node] if isinstance(node, str) and ("/" in node or "\\" in node) else []
+
+
+def missing_files(name: str, protocol_cfg: DictConfig, benchmarks_cfg: DictConfig) -> list[str]:
+    """The files of benchmark ``name`` that are not there (empty: it can be scored)."""
+    check_benchmarks([name], protocol_cfg, benchmarks_cfg)
+    node = OmegaConf.to_container(benchmarks_cfg[name], resolve=True)
+    return [p for p in _paths(node) if not Path(p).exists()]
+
+
+def run_benchmarks(
+    evaluator: Evaluator,
+    names: Sequence[str],
+    protocol_cfg: DictConfig,
+    benchmarks_cfg: DictConfig,
+    max_samples: int | None,
+    output_dir: Path,
+    header: dict,
+    write: bool = True,
+) -> dict:
+    """Score ``names`` in order; ``results.json`` is rewritten after each benchmark, so the scores
+    of finished benchmarks survive a later failure."""
+    report = {**header, "benchmarks": {}}
+    for name in names:
+        entry = protocol_cfg.benchmarks[name]
+        protocol = instantiate(entry, _convert_="all")
+        benchmark = instantiate(benchmarks_cfg[name], _convert_="all")
+        result = evaluator.run(name, benchmark, protocol, max_samples, output_dir)
+        result["protocol"] = protocol_record(protocol_cfg.name, entry)
+        report["benchmarks"][name] = result
+        if write:
+            (output_dir / "results.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
 def evaluate(cfg: DictConfig) -> dict:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    names = list(cfg.run)
+    if not Path(cfg.ckpt_path).exists():
+        raise FileNotFoundError(f"ckpt_path: {cfg.ckpt_path} does not exist")
+    missing = {n: m for n in names if (m := missing_files(n, cfg.protocol, cfg.benchmarks))}
+    if missing:
+        shown = "; ".join(
+            f"{n}: {', '.join(m[:2])}{' ...' if len(m) > 2 else ''}" for n, m in missing.items()
+        )
+        raise FileNotFoundError(f"benchmark files missing (nothing was scored): {shown}")
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, cfg.dtype) if device != "cpu" else torch.float32
     model, prompt_format, run_cfg = load_checkpoint(cfg.ckpt_path, cfg.get("model_overrides") or ())
     evaluator = Evaluator(model, prompt_format, cfg.batch_size, device, dtype)
-    protocol_name = cfg.protocol.name
-    report = {
+    header = {
         "checkpoint": str(cfg.ckpt_path),
         "experiment": run_cfg.get("experiment_name"),
-        "protocol": protocol_name,
+        "global_step": run_cfg.get("global_step"),
+        "protocol": cfg.protocol.name,
         "model_overrides": list(cfg.get("model_overrides") or []),
         "device": device,
-        "benchmarks": {},
     }
-    for name in cfg.run:
-        if name not in cfg.protocol.benchmarks:
-            raise ValueError(
-                f"protocol '{protocol_name}' does not define benchmark '{name}' "
-                f"(conf/protocol/{protocol_name}.yaml)"
-            )
-        if name not in cfg.benchmarks:
-            raise ValueError(f"no reader for benchmark '{name}' in conf/benchmarks")
-        entry = cfg.protocol.benchmarks[name]
-        protocol = instantiate(entry, _convert_="all")
-        benchmark = instantiate(cfg.benchmarks[name], _convert_="all")
-        result = evaluator.run(name, benchmark, protocol, cfg.max_samples, output_dir)
-        result["protocol"] = protocol_record(protocol_name, entry)
-        report["benchmarks"][name] = result
-    if _rank_world()[0] == 0:
-        (output_dir / "results.json").write_text(json.dumps(report, indent=2))
+    rank0 = _rank_world()[0] == 0
+    report = run_benchmarks(
+        evaluator, names, cfg.protocol, cfg.benchmarks, cfg.max_samples, output_dir, header, write=rank0
+    )
+    if rank0:
         _print_table(report)
         if cfg.get("logger") and cfg.logger.get("wandb"):
             _wandb_table(report, cfg.logger.wandb, output_dir)

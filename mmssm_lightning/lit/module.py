@@ -11,8 +11,9 @@ import lightning as L
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from mmssm_lightning.checkpoints import checkpoint_state
+from mmssm_lightning.checkpoints import checkpoint_state, shape_mismatches
 from mmssm_lightning.eval.metrics import TaskAccuracy
+from mmssm_lightning.lit.resume import config_changes
 from mmssm_lightning.lit.stage import Stage
 from mmssm_lightning.models.loss import LossNormalization
 from mmssm_lightning.models.vlm import VisionLanguageModel
@@ -27,15 +28,19 @@ def warmup_cosine(step: int, total: int, warmup_ratio: float, min_lr_ratio: floa
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def load_weights(module: L.LightningModule, ckpt_path: str) -> None:
+def load_weights(module: L.LightningModule, ckpt_path: str, what: str = "init_from") -> None:
     """Start from another run's weights, not its optimizer or step (``init_from``: the finetune
     stage of a two-stage recipe starts from the align stage's checkpoint)."""
-    missing, unexpected = module.load_state_dict(checkpoint_state(ckpt_path, "init_from"), strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"init_from: {ckpt_path} does not fit this model: {len(missing)} missing (e.g. {missing[:3]}), "
-            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}); the architectures differ"
-        )
+    state = checkpoint_state(ckpt_path, what)
+    check_fits(state, module, ckpt_path, what)
+    module.load_state_dict(state, strict=True)
+
+
+def check_fits(state: dict[str, torch.Tensor], module: torch.nn.Module, ckpt_path: str, what: str) -> None:
+    """A one-line error when a checkpoint's weights are not this model's (names or shapes)."""
+    problem = shape_mismatches(state, module.state_dict())
+    if problem:
+        raise ValueError(f"{what}: {ckpt_path} does not fit this model ({problem}): another architecture")
 
 
 class VLMModule(L.LightningModule):
@@ -141,6 +146,45 @@ class VLMModule(L.LightningModule):
         total = int(self.trainer.estimated_stepping_batches)
         sched = LambdaLR(opt, lambda s: warmup_cosine(s, total, self.warmup_ratio, self.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._resumed_config = checkpoint.get("mmssm_config")
+
+    def on_train_start(self) -> None:
+        # After Lightning restored the optimizer and scheduler of a resumed run: the optimizer's
+        # hyper-parameters and the schedule are this run's (lit/resume.py), not the checkpoint's.
+        old = getattr(self, "_resumed_config", None)
+        if old is None or not self.trainer.lr_scheduler_configs:
+            return
+        changes = config_changes(old, self.run_config)
+        self.resume_changes = changes
+        sched = self.trainer.lr_scheduler_configs[0].scheduler
+        opt = sched.optimizer
+        before = [g["lr"] for g in opt.param_groups]
+        fresh = self.optimizer_factory([torch.nn.Parameter(torch.zeros(1))]).defaults
+        for group in opt.param_groups:
+            for key, value in fresh.items():
+                if key in group and key not in ("params", "weight_decay", "lr"):
+                    group[key] = value
+            group["weight_decay"] = self.weight_decay if group["weight_decay"] else 0.0
+            group["initial_lr"] = fresh["lr"]
+        sched.base_lrs = [fresh["lr"]] * len(opt.param_groups)
+        step = sched.last_epoch
+        for group, fn in zip(opt.param_groups, sched.lr_lambdas):
+            group["lr"] = fresh["lr"] * fn(step)
+        sched._last_lr = [g["lr"] for g in opt.param_groups]
+        if any(c["action"] in ("rederive", "warn") for c in changes) and self.trainer.is_global_zero:
+            for c in changes:
+                if c["action"] in ("rederive", "warn"):
+                    print(
+                        f"resume: {c['key']}: {c['checkpoint']!r} -> {c['now']!r} ({c['action']})", flush=True
+                    )
+            print(
+                f"resume: learning rate at step {step}: {before[0]:.3g} under the checkpoint's settings, "
+                f"{opt.param_groups[0]['lr']:.3g} under this run's (schedule re-derived over "
+                f"{int(self.trainer.estimated_stepping_batches)} steps)",
+                flush=True,
+            )
 
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
