@@ -121,7 +121,7 @@ def test_task_aware_encoding_moves_only_the_instruction():
     assert before == VQA_INSTRUCTION
     assert after == (
         "\nQuestion: Are all the items in the bowl fruits?\nAnswer:\nYes<|endoftext|>"
-        "Question: What is the light green item?\nAnswer:\nApple<|endoftext|>"
+        "\nQuestion: What is the light green item?\nAnswer:\nApple<|endoftext|>"
     )
     agnostic = plain["first"].encode(PACKED_VQA, True, instruction=VQA_INSTRUCTION)
     assert agnostic.input_ids[0] == IMAGE_TOKEN_ID

@@ -89,3 +89,29 @@ def test_pythia_vl_tower_takes_the_final_norm_as_an_option(tmp_path):
     norm = tower.towers["eva02"].model.norm
     assert isinstance(norm, nn.LayerNorm) and norm.normalized_shape == (1024,)
     assert tower(torch.empty(1, 3, 336, 336, device="meta")).shape == (1, 576, 1024)
+
+
+def test_released_framing_opens_and_closes_the_image_with_three_hashes(tmp_path):
+    """Pythia-VL §3.2: "we overcome this issue by introducing a separator token ("##") that signals
+    the beginning and the end of the image sequence, as well as an image-newline character ("&&")
+    that depicts the end of a row of patches"; the released code's SpecialTokens use "###" for the
+    image's begin and end (framing=fuyu_released). Rows and separators are laid out alike."""
+    from mmssm_lightning.data.synthetic import corpus
+    from mmssm_lightning.models.tokenizer import synthetic_bpe_tokenizer
+
+    tok = synthetic_bpe_tokenizer(1024, corpus=corpus())
+    layout = VisualLayout(576, (24, 24), 1)
+    framings = {}
+    for name in ("fuyu", "fuyu_released"):
+        cfg = compose_cfg(
+            tmp_path, ["experiment=pythia_vs_mamba/mamba_1.4b", f"framing={name}"], small_data=False
+        )
+        framings[name] = instantiate(cfg.framing)
+    paper, released = (f.token_ids(tok) for f in framings.values())
+    assert tok.decode(paper["begin"]) == tok.decode(paper["end"]) == "##"
+    assert tok.decode(released["begin"]) == tok.decode(released["end"]) == "###"
+    assert paper["row_sep"] == released["row_sep"] and tok.decode(released["row_sep"]) == "&&"
+    # 576 patches + 23 row separators + begin + end (one token each in GPT-NeoX's vocabulary).
+    n = lambda ids: 576 + 23 * len(ids["row_sep"]) + len(ids["begin"]) + len(ids["end"])  # noqa: E731
+    assert framings["fuyu_released"].num_tokens(layout, released) == n(released)
+    assert framings["fuyu"].num_tokens(layout, paper) == n(paper)

@@ -154,7 +154,7 @@ def test_packing_a_caption_source_is_an_error_and_bad_caps_name_the_key():
 def test_packed_task_aware_sequence_is_instruction_image_questions():
     """Pythia-VL Table 7 ("Illustration of packing examples for each task"): the instruction once, then
     each question and its answer; §5.3.1's task-aware encoding puts the image after the instruction."""
-    from mmssm_lightning.data.prompting import PromptFormat, SequenceBuilder
+    from mmssm_lightning.data.prompting import SequenceBuilder
 
     instruction = "Answer the question using a single word or phrase"
     recs = _sourced(3, "a.png", "vqav2", "vqa", instruction)
@@ -164,14 +164,20 @@ def test_packed_task_aware_sequence_is_instruction_image_questions():
         )
     (packed,) = pack_records(recs, {"vqav2": 20})
     assert packed["instruction"] == instruction
-    b = SequenceBuilder(TOK, PromptFormat("plain", image_position="after_instruction"))
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from mmssm_lightning.constants import CONF_DIR
+
+    plain = OmegaConf.load(f"{CONF_DIR}/prompt/plain.yaml")
+    b = SequenceBuilder(TOK, instantiate(plain, image_position="after_instruction"))
     ids = b.encode(packed["conversations"], True, packed["instruction"]).input_ids
     at = ids.tolist().index(IMAGE_TOKEN_ID)
     assert (ids == IMAGE_TOKEN_ID).sum() == 1
     assert TOK.decode(ids[:at]) == instruction
     assert TOK.decode(ids[at + 1 :]) == (
-        "\nQuestion: q0\nAnswer:\na0<|endoftext|>Question: q1\nAnswer:\na1<|endoftext|>"
-        "Question: q2\nAnswer:\na2<|endoftext|>"
+        "\nQuestion: q0\nAnswer:\na0<|endoftext|>\nQuestion: q1\nAnswer:\na1<|endoftext|>"
+        "\nQuestion: q2\nAnswer:\na2<|endoftext|>"
     )
 
 
