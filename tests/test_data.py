@@ -86,6 +86,8 @@ GOOD = {
             "record 1: conversations\\[0\\] needs a string 'value'",
         ),
         ({**GOOD, "image": "missing.png"}, "record 1: image file .*missing.png does not exist"),
+        ({**GOOD, "instruction": ""}, "record 1: 'instruction' must be a non-empty string"),
+        ({**GOOD, "source": 3}, "record 1: 'source' must be a non-empty string"),
     ],
 )
 def test_bad_record_names_file_and_index(tmp_path, bad, message):

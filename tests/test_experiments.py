@@ -78,6 +78,7 @@ def tiny_overrides(tmp: Path, experiment: str) -> list[str]:
         ov += [
             "projector.width=64",
             "projector.depth=2",
+            "projector.num_queries=16",  # local chunks partition the tiny tower's tokens
             "projector.num_heads=2",
             "projector.pretrained_mamba=null",
             "projector.connector_ckpt=null",

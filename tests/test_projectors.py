@@ -16,11 +16,38 @@ TWO = VisualLayout(24, (3, 4), 2)
 
 
 def test_local_mask_is_figure_3():
-    """4 queries over 9 keys: chunks [0,3) [2,5) [4,7) [6,9): every key seen, ~K/Q keys each."""
+    """Q-Mamba Fig. 3: "Example of local attention mask applied in the cross-attention layer inside
+    Querying Mamba with 4 queries (Q) and 9 keys (K). Each query attends exclusively to K/Q keys,
+    enabling the focused extraction of information from distinct visual components."
+
+    4 queries over 9 keys: chunks [0,2) [2,4) [4,6) [6,9), a partition of the keys."""
     m = local_attention_mask(4, 9)
-    assert [row.nonzero().flatten().tolist() for row in m] == [[0, 1, 2], [2, 3, 4], [4, 5, 6], [6, 7, 8]]
+    assert [row.nonzero().flatten().tolist() for row in m] == [[0, 1], [2, 3], [4, 5], [6, 7, 8]]
     assert torch.equal(local_attention_mask(729, 729), torch.eye(729, dtype=torch.bool))
-    assert local_attention_mask(8, 4).sum(1).min() >= 1  # more queries than keys still see one each
+    assert torch.equal(local_attention_mask(1, 5), torch.ones(1, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="projector.num_queries=8"):
+        local_attention_mask(8, 4)  # a partition would leave some query without a key
+
+
+@pytest.mark.parametrize(
+    ("n", "sizes"), [(128, {5: 39, 6: 89}), (256, {2: 39, 3: 217}), (512, {1: 295, 2: 217}), (729, {1: 729})]
+)
+def test_local_mask_partitions_729_keys(n, sizes):
+    """Q-Mamba §4.1 / Tables 1-2: 729 SigLIP features, 128 / 256 / 512 / 729 queries; Fig. 3: "Each
+    query attends exclusively to K/Q keys ... from distinct visual components": every key belongs to
+    exactly one query's chunk, chunks are contiguous and in query order, sizes floor/ceil(K/N)."""
+    m = local_attention_mask(n, 729)
+    assert m.shape == (n, 729)
+    assert m.sum(0).tolist() == [1] * 729  # each key in exactly one chunk
+    owner = m.int().argmax(0)
+    assert owner.tolist() == sorted(owner.tolist()) and owner[0] == 0 and owner[-1] == n - 1
+    counts = m.sum(1)
+    values, freq = torch.unique(counts, return_counts=True)
+    assert dict(zip(values.tolist(), freq.tolist())) == sizes
+    assert {int(c) for c in counts} <= {729 // n, -(-729 // n)}
+    for row, c in zip(m, counts):  # contiguous: one run of True per query
+        idx = row.nonzero().flatten()
+        assert idx[-1] - idx[0] + 1 == c
 
 
 def test_qmamba_query_i_reads_only_its_chunk():

@@ -68,7 +68,7 @@ def test_image_positions():
     }
     text = TOK("Is there a red circle?", add_special_tokens=False)["input_ids"]
     assert ids["first"][0] == IMAGE_TOKEN_ID
-    # Task-aware (Pythia-VL §5.3.1): the whole instruction is read before the image.
+    # Task-aware (Pythia-VL §5.3.1): a one-line message is all instruction, read before the image.
     assert ids["after_instruction"][: len(text)] == text
     assert ids["after_instruction"][len(text)] == IMAGE_TOKEN_ID
     # At the marker: here the marker ends the message (after its newline).
@@ -90,3 +90,104 @@ def test_text_only_sample_has_no_image_marker():
 def test_bad_image_position_names_the_key():
     with pytest.raises(ValueError, match="prompt.image_position"):
         PromptFormat(name="x", image_position="middle")
+
+
+def _around_image(ids: torch.Tensor) -> tuple[str, str]:
+    """The text before and after the one image token."""
+    at = ids.tolist().index(IMAGE_TOKEN_ID)
+    return TOK.decode(ids[:at]), TOK.decode(ids[at + 1 :])
+
+
+VQA_INSTRUCTION = "Answer the question using a single word or phrase"  # Table 6, VQA
+PACKED_VQA = [  # Table 7's VQA example
+    {"from": "human", "value": "<image>\nQuestion: Are all the items in the bowl fruits?\nAnswer:"},
+    {"from": "gpt", "value": "Yes"},
+    {"from": "human", "value": "Question: What is the light green item?\nAnswer:"},
+    {"from": "gpt", "value": "Apple"},
+]
+
+
+def test_task_aware_encoding_moves_only_the_instruction():
+    """Pythia-VL §5.3.1: "We investigate the impact of task-aware visual encoding by placing the task
+    instruction before the image during the instruction-tuning stage"; App. A.2: "The full sequence
+    given to the model has the following format: ##p11, ... pNN## <Task Instruction> <Prompt>
+    <Response>". Task-aware: instruction, image, then the prompt (question) and response."""
+    plain = {
+        pos: SequenceBuilder(TOK, load_prompt("plain", image_position=pos))
+        for pos in ("first", "after_instruction")
+    }
+    enc = plain["after_instruction"].encode(PACKED_VQA, True, instruction=VQA_INSTRUCTION)
+    before, after = _around_image(enc.input_ids)
+    assert before == VQA_INSTRUCTION
+    assert after == (
+        "\nQuestion: Are all the items in the bowl fruits?\nAnswer:\nYes<|endoftext|>"
+        "\nQuestion: What is the light green item?\nAnswer:\nApple<|endoftext|>"
+    )
+    agnostic = plain["first"].encode(PACKED_VQA, True, instruction=VQA_INSTRUCTION)
+    assert agnostic.input_ids[0] == IMAGE_TOKEN_ID
+    assert TOK.decode(agnostic.input_ids[1:]) == before + after  # the same text, the image moved
+    # Only the answers are supervised, wherever the image sits.
+    for e in (enc, agnostic):
+        assert TOK.decode(e.labels[e.labels != IGNORE_INDEX]) == "Yes<|endoftext|>Apple<|endoftext|>"
+
+
+@pytest.mark.parametrize("position", ["first", "placeholder", "after_instruction"])
+@pytest.mark.parametrize("template", ["plain", "zephyr"])
+def test_instruction_field_equals_the_instruction_as_first_line(position, template):
+    """A record's ``instruction`` is read exactly as a first line of its first message would be, so
+    eval prompts in Table 6/7's "instruction, newline, prompt" form split where training records do."""
+    b = SequenceBuilder(TOK, load_prompt(template, image_position=position))
+    inline = [{**PACKED_VQA[0], "value": f"<image>\n{VQA_INSTRUCTION}\n" + PACKED_VQA[0]["value"][8:]}]
+    inline += PACKED_VQA[1:]
+    if position == "placeholder":  # the marker is where the image goes: before the instruction
+        inline[0] = {**inline[0], "value": inline[0]["value"][8:] + "\n<image>"}
+        fielded = [{**PACKED_VQA[0], "value": PACKED_VQA[0]["value"][8:] + "\n<image>"}, *PACKED_VQA[1:]]
+    else:
+        fielded = PACKED_VQA
+    a = b.encode(inline, True)
+    f = b.encode(fielded, True, instruction=VQA_INSTRUCTION)
+    assert a.input_ids.tolist() == f.input_ids.tolist() and a.labels.tolist() == f.labels.tolist()
+    assert torch.equal(b.encode_prompt(inline, True), b.encode_prompt(fielded, True, VQA_INSTRUCTION))
+
+
+def test_task_aware_eval_prompts_split_after_the_instruction():
+    """Pythia-VL Table 6 instructions, as the ``pythia_vl`` protocol writes them: the image lands
+    after the instruction; a caption prompt (instruction only) puts it after the whole prompt."""
+    b = SequenceBuilder(TOK, load_prompt("plain", image_position="after_instruction"))
+    protocol = OmegaConf.load(f"{CONF_DIR}/protocol/pythia_vl.yaml").benchmarks
+    vqa = protocol.vqav2.prompt.format(question="What is the light green item?")
+    before, after = _around_image(b.encode_prompt([{"from": "human", "value": vqa}], True))
+    assert (before, after) == (VQA_INSTRUCTION, "\nQuestion: What is the light green item?\nAnswer:\n")
+    ground = protocol.refcoco_testA.prompt.format(question="Dog's eye is black")
+    before, after = _around_image(b.encode_prompt([{"from": "human", "value": ground}], True))
+    assert (before, after) == ("Locate the region that is described by", "\nDog's eye is black\n")
+    caption = protocol.coco_captions.prompt
+    before, after = _around_image(b.encode_prompt([{"from": "human", "value": caption}], True))
+    assert (before, after) == ("Provide a one-sentence caption for the provided image", "\n")
+
+
+def test_demo_question_is_its_own_instruction():
+    """The demo's shapes questions carry no separate instruction: the whole one-line question is
+    read before the image (as before instruction and prompt were told apart)."""
+    b = SequenceBuilder(TOK, load_prompt("zephyr", image_position="after_instruction"))
+    before, after = _around_image(b.encode_prompt(CONV[:1], True))
+    assert (before, after) == ("<|user|>\nWhat color is the circle?", "<|endoftext|>\n<|assistant|>\n")
+
+
+def test_empty_instruction_sep_names_the_key():
+    with pytest.raises(ValueError, match="prompt.instruction_sep"):
+        PromptFormat(name="x", instruction_sep="")
+
+
+@pytest.mark.parametrize("llm", ["mamba", "pythia"])
+def test_task_aware_experiments_move_the_instruction_only_when_instruction_tuning(tmp_path, llm):
+    """Pythia-VL §5.3.1: "placing the task instruction before the image during the instruction-tuning
+    stage": the caption pre-training (align) keeps the image first."""
+    from tests.conftest import compose_cfg
+
+    exp = f"experiment=pythia_vs_mamba/{llm}_1.4b_task_aware"
+    positions = {
+        stage: compose_cfg(tmp_path, [exp, f"stage={stage}"], small_data=False).prompt.image_position
+        for stage in ("align", "finetune")
+    }
+    assert positions == {"align": "first", "finetune": "after_instruction"}

@@ -78,13 +78,107 @@ def test_packing_merges_qa_pairs_of_one_image_and_task():
         _rec(4, "a.png", "vqa", "q4", "a4"),
         {"id": "t", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]},
     ]
-    packed = pack_records(recs, max_pairs=2)
+    packed = pack_records(recs, 2)
     assert [p.get("packed_ids", [p["id"]]) for p in packed] == [["0", "2"], ["4"], ["1"], ["3"], ["t"]]
     first = packed[0]["conversations"]
     assert [t["value"] for t in first] == ["<image>\nq0", "a0", "q2", "a2"]  # one image marker per sequence
-    assert len(pack_records(recs, max_pairs=20)) == 4
+    assert len(pack_records(recs, 20)) == 4
     with pytest.raises(ValueError, match="pack_max_pairs"):
         pack_records(recs, 0)
+
+
+def _sourced(n, image, source, task, instruction=None):
+    recs = []
+    for i in range(n):
+        rec = _rec(f"{source}-{task}-{i}", image, task, f"q{i}", f"a{i}")
+        rec["source"] = source
+        if instruction:
+            rec["instruction"] = instruction
+        recs.append(rec)
+    return recs
+
+
+def test_packing_caps_are_per_source(tmp_path):
+    """Pythia-VL App. A.3: "packed examples from VQAv2 are limited to 20 qa pairs. Similarly, we limit
+    the number of qa-pairs to 10 and 5 for the telling, and pointing task in Visual 7W. Finally, for
+    all tasks in Visual Genome, all packed examples are limited to 10 input-output responses."
+    "We refrain from packing captioning examples"; "we apply packing for all (multiple-choice) VQA,
+    Visual Grounding, and Dense Captioning examples" (the other sources: no stated cap)."""
+    recs = (
+        _sourced(45, "a.png", "vqav2", "vqa")
+        + _sourced(12, "b.png", "visual7w_telling", "multiple_choice_vqa")
+        + _sourced(7, "b.png", "visual7w_pointing", "grounded_multiple_choice_vqa")
+        + [
+            r
+            for t in ("dense_captioning", "visual_grounding", "vqa")
+            for r in _sourced(23, "c.png", "visual_genome", t)
+        ]
+        + _sourced(30, "a.png", "gqa", "vqa")
+        + _sourced(5, "a.png", "coco", "captioning")
+        + _sourced(3, "a.png", "vsr", "image_text_match")
+    )
+    # The finetune stage's caps of the Pythia-VL experiments, as Hydra composes them.
+    cfg = compose_cfg(tmp_path, ["experiment=pythia_vs_mamba/mamba_1.4b", "stage=finetune"], small_data=False)
+    packed = pack_records(recs, cfg.data.pack_max_pairs)
+    pairs = [(p["source"], p["task"], len(p["conversations"]) // 2) for p in packed]
+    assert pairs == (
+        [("vqav2", "vqa", 20), ("vqav2", "vqa", 20), ("vqav2", "vqa", 5)]
+        + [("visual7w_telling", "multiple_choice_vqa", 10), ("visual7w_telling", "multiple_choice_vqa", 2)]
+        + [("visual7w_pointing", "grounded_multiple_choice_vqa", n) for n in (5, 2)]
+        + [
+            ("visual_genome", t, n)
+            for t in ("dense_captioning", "visual_grounding", "vqa")
+            for n in (10, 10, 3)
+        ]
+        + [("gqa", "vqa", 30)]
+        + [("coco", "captioning", 1)] * 5
+        + [("vsr", "image_text_match", 1)] * 3
+    )
+    # Every record is in exactly one sequence, in order.
+    ids = [i for p in packed for i in p.get("packed_ids", [p["id"]])]
+    assert sorted(ids) == sorted(r["id"] for r in recs) and len(ids) == len(recs)
+    # One cap for every source still packs everything but captions.
+    assert [
+        len(p["conversations"]) // 2 for p in pack_records(_sourced(3, "a.png", "coco", "captioning"), 20)
+    ] == [1] * 3
+
+
+def test_packing_a_caption_source_is_an_error_and_bad_caps_name_the_key():
+    recs = _sourced(2, "a.png", "coco", "captioning")
+    with pytest.raises(ValueError, match=r"data.pack_max_pairs.coco: .*captions are never packed"):
+        pack_records(recs, {"coco": 5})
+    with pytest.raises(ValueError, match=r"data.pack_max_pairs.vqav2 must be an integer >= 1"):
+        pack_records(recs, {"vqav2": 0})
+
+
+def test_packed_task_aware_sequence_is_instruction_image_questions():
+    """Pythia-VL Table 7 ("Illustration of packing examples for each task"): the instruction once, then
+    each question and its answer; §5.3.1's task-aware encoding puts the image after the instruction."""
+    from mmssm_lightning.data.prompting import SequenceBuilder
+
+    instruction = "Answer the question using a single word or phrase"
+    recs = _sourced(3, "a.png", "vqav2", "vqa", instruction)
+    for r in recs:
+        r["conversations"][0]["value"] = (
+            r["conversations"][0]["value"].replace("\nq", "\nQuestion: q") + "\nAnswer:"
+        )
+    (packed,) = pack_records(recs, {"vqav2": 20})
+    assert packed["instruction"] == instruction
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from mmssm_lightning.constants import CONF_DIR
+
+    plain = OmegaConf.load(f"{CONF_DIR}/prompt/plain.yaml")
+    b = SequenceBuilder(TOK, instantiate(plain, image_position="after_instruction"))
+    ids = b.encode(packed["conversations"], True, packed["instruction"]).input_ids
+    at = ids.tolist().index(IMAGE_TOKEN_ID)
+    assert (ids == IMAGE_TOKEN_ID).sum() == 1
+    assert TOK.decode(ids[:at]) == instruction
+    assert TOK.decode(ids[at + 1 :]) == (
+        "\nQuestion: q0\nAnswer:\na0<|endoftext|>\nQuestion: q1\nAnswer:\na1<|endoftext|>"
+        "\nQuestion: q2\nAnswer:\na2<|endoftext|>"
+    )
 
 
 def test_packed_sequence_is_one_image_with_every_answer_supervised(cfg_factory):
@@ -192,3 +286,52 @@ def test_grounding_trains_and_logs_accuracy_per_position(tmp_path):
     assert sorted(val_cols) == [f"val/acc/pos{p:03d}" for p in range(1, 7)]
     assert set(payload["test_accuracy"]) == {f"pos{p:03d}" for p in range(1, 7)} | {"mean"}
     assert payload["majority_baseline"]["mean"] == pytest.approx(1 / 6)
+
+
+def _stop_decision(callback, value):
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(
+        sanity_checking=False,
+        callback_metrics={"val/acc/mean": torch.tensor(value, dtype=torch.float32)},
+        strategy=SimpleNamespace(reduce_boolean_decision=lambda d, all: d),
+        global_step=780,
+        should_stop=False,
+    )
+    callback.on_validation_end(trainer, None)
+    return trainer.should_stop
+
+
+def test_grounding_stops_at_exactly_95_percent(tmp_path):
+    """Pythia-VL §5.3.2: "We track the performance on a held-out set and terminate training whenever
+    the model achieves >= 95% accuracy." 9500 of 10000 held-out examples right stops the run; 9499
+    does not. Lightning's EarlyStopping(stopping_threshold=0.95) would not stop at 9500."""
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    cfg = compose_cfg(tmp_path, ["experiment=pythia_vs_mamba/grounding"], small_data=False)
+    stop = instantiate(cfg.callbacks.early_stop)
+    assert stop.threshold == 0.95
+    # val/acc/mean is the float32 mean over positions of per-position accuracies (targets spread evenly:
+    # 200 per position at seq_len 50, 50 at seq_len 200). 95.0% overall in both; at seq_len 200 with
+    # 47 and 48 of 50 right by turns, the float32 mean lands an ulp below 0.95.
+    exactly = [(torch.full((50,), 190.0) / 200.0).mean(), (torch.tensor([47.0, 48.0] * 100) / 50.0).mean()]
+    assert exactly[1].item() < 0.95
+    for value in exactly:
+        assert _stop_decision(stop, value.item())
+    assert _stop_decision(stop, 0.9501)
+    assert not _stop_decision(stop, 9499 / 10000)
+    assert stop.stopped_at_step == 780
+    lightning_rule = EarlyStopping("val/acc/mean", mode="max", stopping_threshold=0.95)
+    assert not lightning_rule._evaluate_stopping_criteria(torch.tensor(0.95))[0]  # strict: > 0.95
+
+
+def test_stop_rule_needs_its_metric():
+    from mmssm_lightning.lit.callbacks import StopAtThreshold
+
+    cb = StopAtThreshold("val/acc/mean", 0.95)
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(sanity_checking=False, callback_metrics={"val/loss": torch.tensor(1.0)})
+    with pytest.raises(ValueError, match="callbacks.early_stop.monitor='val/acc/mean' was not logged"):
+        cb.on_validation_end(trainer, None)

@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerBase
 from mmssm_lightning.data.answers import AnswerMetric, majority_baseline
 from mmssm_lightning.data.collate import Collator
 from mmssm_lightning.data.llava import LlavaDataset
+from mmssm_lightning.data.packing import PackCaps
 from mmssm_lightning.data.prompting import PromptFormat, SequenceBuilder
 from mmssm_lightning.data.transforms import ImageTransform
 
@@ -139,8 +140,10 @@ class VLMDataModule(BaseDataModule):
         train / val / test: split files (a list concatenates several); ``val`` and ``test`` may be None.
         image_folder: images folder, relative to ``root`` unless absolute.
         synthetic: a generator spec (e.g. the shapes data) run into ``root`` before loading.
-        pack_max_pairs: pack QA pairs of one image and task into one training sequence
-            (Pythia-VL vs Mamba-VL App. A.3); None keeps one record per sequence.
+        pack_max_pairs: pack QA pairs of one image, source and task into one training sequence
+            (Pythia-VL vs Mamba-VL App. A.3): a mapping ``source -> max pairs`` (null: no cap;
+            unlisted sources are not packed) or one cap for every source; captions are never
+            packed; None keeps one record per sequence (see packing.py).
         check_images: verify every referenced image exists when loading.
         (the rest: see :class:`BaseDataModule`)
     """
@@ -156,7 +159,7 @@ class VLMDataModule(BaseDataModule):
         test: str | list[str] | None = None,
         image_folder: str | None = ".",
         synthetic: DatasetGenerator | None = None,
-        pack_max_pairs: int | None = None,
+        pack_max_pairs: PackCaps | None = None,
         check_images: bool = True,
         **batching,
     ) -> None:

@@ -2,8 +2,11 @@
 
 A record is ``{"id", "image"?: relative path, "conversations": [{"from": "human"|"gpt", "value"}...]}``
 with turns alternating human/gpt, human first. Records without ``image`` are text-only (the
-ShareGPT part of the LLaVA-1.5 mix). Every record is validated when the dataset is built, and a
-bad one is reported with the file and index at fault.
+ShareGPT part of the LLaVA-1.5 mix). Optional keys: ``task`` (metrics and packing group by it),
+``source`` (the dataset it comes from, e.g. ``vqav2``: packing caps are per source) and
+``instruction`` (the task instruction, Pythia-VL Table 6, kept apart from the question so that
+``prompt.image_position=after_instruction`` can put the image between them). Every record is
+validated when the dataset is built, and a bad one is reported with the file and index at fault.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from mmssm_lightning.data.packing import pack_records
+from mmssm_lightning.data.packing import PackCaps, pack_records
 from mmssm_lightning.data.prompting import SequenceBuilder
 
 _ROLES = ("human", "gpt")
@@ -45,6 +48,9 @@ def _check_record(rec: Any, idx: int, path: Path, image_folder: Path | None, che
                 f"conversations[{t}].from is {turn.get('from')!r}, expected {want!r} "
                 "(turns alternate, human first)"
             )
+    for key in ("instruction", "source", "task"):
+        if key in rec and (not isinstance(rec[key], str) or not rec[key]):
+            fail(f"'{key}' must be a non-empty string")
     if "image" in rec:
         if not isinstance(rec["image"], str) or not rec["image"]:
             fail("'image' must be a non-empty relative path")
@@ -113,7 +119,7 @@ class LlavaDataset(Dataset):
         builder: SequenceBuilder,
         transform: Callable[[Image.Image], torch.Tensor] | None,
         check_images: bool = True,
-        pack_max_pairs: int | None = None,
+        pack_max_pairs: PackCaps | None = None,
     ) -> LlavaDataset:
         """Read and validate ``json_path`` (one file or several, concatenated); optionally pack QA
         pairs of one image (see packing.py)."""
@@ -145,11 +151,12 @@ class LlavaDataset(Dataset):
                     f"{self.source} record {idx}: cannot read image {path}: {e}"
                 ) from None
         turns = rec["conversations"]
-        enc = self.builder.encode(turns, has_image)
+        instruction = rec.get("instruction")
+        enc = self.builder.encode(turns, has_image, instruction)
         return {
             "input_ids": enc.input_ids,
             "labels": enc.labels,
-            "prompt_ids": self.builder.encode_prompt(turns, has_image),
+            "prompt_ids": self.builder.encode_prompt(turns, has_image, instruction),
             "pixel_values": pixels,
             "answer": turns[-1]["value"] if len(turns) % 2 == 0 else "",
             "task": rec.get("task", "default"),

@@ -4,7 +4,16 @@ Templates: ``zephyr`` (Cobra: ``<|user|>\\n{msg}<|endoftext|>\\n<|assistant|>\\n
 mamba-2.8b-zephyr), ``plain`` (Pythia-VL / Mamba-VL: instruction, newline, answer), ``vicuna``
 (LLaVA v1 style). Image positions: ``first`` (Cobra, LLaVA: image embeddings before all text),
 ``placeholder`` (at the ``<image>`` marker of the LLaVA json), ``after_instruction`` (the
-"task-aware" encoding of Pythia-VL vs Mamba-VL §5.3.1: the instruction is read before the image).
+"task-aware" encoding of Pythia-VL vs Mamba-VL §5.3.1: "placing the task instruction before the
+image"; the prompt, e.g. the question, stays after it, App. A.2's "<Task Instruction> <Prompt>
+<Response>" with the image moved between instruction and prompt).
+
+The task instruction (Pythia-VL Table 6) is a record's ``instruction`` field when it has one (joined
+to the first message by ``instruction_sep``); otherwise the first message's text up to the first
+``instruction_sep`` (Table 6's instructions are one line, so "Answer the question using a single
+word or phrase\nQuestion: ..." splits after the instruction). A one-line message is all instruction:
+with ``after_instruction`` the whole message is then read before the image (the demo's questions,
+which carry no separate instruction).
 
 A conversation is cut into segments that are tokenised one by one and concatenated. Training
 and generation share that code, so the prompt ids a model is trained on and the ids it is given at
@@ -47,6 +56,8 @@ class PromptFormat:
         turn_sep: unsupervised text between a answer and the next user turn.
         add_bos: prepend the tokenizer's BOS (Llama/Vicuna); GPT-NeoX tokenizers have none.
         image_position: ``first`` | ``placeholder`` | ``after_instruction``.
+        instruction_sep: joins a record's ``instruction`` to its first message, and ends the
+            instruction inside a first message that has no separate one (see the module docstring).
     """
 
     name: str
@@ -57,6 +68,7 @@ class PromptFormat:
     turn_sep: str = ""
     add_bos: bool = False
     image_position: ImagePosition = "first"
+    instruction_sep: str = "\n"
 
     def __post_init__(self) -> None:
         if self.image_position not in ("first", "placeholder", "after_instruction"):
@@ -64,9 +76,14 @@ class PromptFormat:
                 "prompt.image_position must be first | placeholder | after_instruction, "
                 f"got {self.image_position!r}"
             )
+        if not self.instruction_sep:
+            raise ValueError("prompt.instruction_sep must be a non-empty string (e.g. a newline)")
 
-    def segments(self, turns: Sequence[dict], has_image: bool, eos: str) -> list[Segment]:
-        """Cut a conversation (LLaVA turns ``{"from", "value"}``, human first) into segments."""
+    def segments(
+        self, turns: Sequence[dict], has_image: bool, eos: str, instruction: str | None = None
+    ) -> list[Segment]:
+        """Cut a conversation (LLaVA turns ``{"from", "value"}``, human first) into segments;
+        ``instruction`` is the record's task instruction, read before its first message."""
         fill = lambda text: text.replace("{eos}", eos)  # noqa: E731
         prefix, suffix = fill(self.user_prefix), fill(self.user_suffix)
         segs: list[Segment] = []
@@ -79,19 +96,27 @@ class PromptFormat:
             if i > 0:
                 segs.append(Segment(fill(self.turn_sep)))
             if i == 0 and has_image:
-                segs.extend(self._user_with_image(msg, prefix, suffix))
+                segs.extend(self._user_with_image(msg, prefix, suffix, instruction))
             else:
-                segs.append(Segment(prefix + _MARKER_RE.sub("", msg) + suffix))
+                text = _MARKER_RE.sub("", msg)
+                if i == 0 and instruction is not None:
+                    text = self._join(instruction, text)
+                segs.append(Segment(prefix + text + suffix))
             if i + 1 < len(turns):
                 segs.append(Segment(turns[i + 1]["value"] + fill(self.answer_suffix), supervised=True))
         return _merge(segs)
 
-    def _user_with_image(self, msg: str, prefix: str, suffix: str) -> list[Segment]:
+    def _join(self, instruction: str, msg: str) -> str:
+        return instruction + self.instruction_sep + msg if msg else instruction
+
+    def _user_with_image(self, msg: str, prefix: str, suffix: str, instruction: str | None) -> list[Segment]:
         if self.image_position == "placeholder":
             if IMAGE_MARKER not in msg:
                 raise ValueError(
                     f"prompt.image_position=placeholder but the first message has no {IMAGE_MARKER}"
                 )
+            if instruction is not None:
+                msg = self._join(instruction, msg)
             before, after = msg.split(IMAGE_MARKER, 1)
             return [
                 Segment(prefix + before),
@@ -100,7 +125,17 @@ class PromptFormat:
             ]
         text = _MARKER_RE.sub("", msg)
         if self.image_position == "after_instruction":
-            return [Segment(prefix + text), Segment(None), Segment(suffix)]
+            # The instruction, the image, then the prompt (Pythia-VL §5.3.1, App. A.2).
+            if instruction is not None:
+                head, rest = instruction, (self.instruction_sep + text if text else "")
+            elif self.instruction_sep in text:
+                head, tail = text.split(self.instruction_sep, 1)
+                rest = self.instruction_sep + tail
+            else:
+                head, rest = text, ""
+            return [Segment(prefix + head), Segment(None), Segment(rest + suffix)]
+        if instruction is not None:
+            text = self._join(instruction, text)
         return [Segment(prefix + text + suffix)]
 
 
@@ -158,12 +193,15 @@ class SequenceBuilder:
             ids, labels = ids[: self.max_length], labels[: self.max_length]
         return Encoded(torch.tensor(ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long))
 
-    def encode(self, turns: Sequence[dict], has_image: bool) -> Encoded:
+    def encode(self, turns: Sequence[dict], has_image: bool, instruction: str | None = None) -> Encoded:
         """Training sequence: every turn, answers supervised."""
-        return self._tokenize(self.prompt.segments(turns, has_image, self.tokenizer.eos_token))
+        return self._tokenize(self.prompt.segments(turns, has_image, self.tokenizer.eos_token, instruction))
 
-    def encode_prompt(self, turns: Sequence[dict], has_image: bool) -> torch.Tensor:
+    def encode_prompt(
+        self, turns: Sequence[dict], has_image: bool, instruction: str | None = None
+    ) -> torch.Tensor:
         """Generation prompt: every turn up to the last user message, ending with the assistant cue."""
         if len(turns) % 2 == 0:
             turns = turns[:-1]
-        return self._tokenize(self.prompt.segments(turns, has_image, self.tokenizer.eos_token)).input_ids
+        segs = self.prompt.segments(turns, has_image, self.tokenizer.eos_token, instruction)
+        return self._tokenize(segs).input_ids

@@ -31,6 +31,11 @@ class TimmEncoder(nn.Module):
         feature_layer: block whose output is used; negative counts from the end (-1 = last,
             -2 = second-to-last as in Cobra/Prismatic).
         drop_prefix_tokens: drop CLS/register tokens and keep the patch grid only.
+        final_norm: pass the chosen block's output through the tower's final norm, as timm's
+            ``forward_features`` does. Pythia-VL's released code (gpantaz/vl_mamba@c788f5f,
+            ``src/vl_mamba/models/modeling_vlmambaclip.py`` ``get_patch_embeddings``) takes EVA02's
+            ``forward_features`` (last block + final LayerNorm), CLS dropped; the paper says only
+            "we obtain visual features from the last layer of the EVA model" (App. B).
         model_kwargs: forwarded to ``timm.create_model`` (the tiny test towers set their shape here).
         checkpoint_path: a local timm checkpoint to load instead of the hub.
     """
@@ -42,6 +47,7 @@ class TimmEncoder(nn.Module):
         image_size: int = 384,
         feature_layer: int = -2,
         drop_prefix_tokens: bool = True,
+        final_norm: bool = False,
         model_kwargs: Mapping | None = None,
         checkpoint_path: str | None = None,
     ) -> None:
@@ -62,7 +68,8 @@ class TimmEncoder(nn.Module):
             )
         self.layer_index = feature_layer % depth
         # Blocks after the chosen one are never used: drop them (and the head) to save compute.
-        self.model.prune_intermediate_layers([self.layer_index], prune_norm=True, prune_head=True)
+        self.model.prune_intermediate_layers([self.layer_index], prune_norm=not final_norm, prune_head=True)
+        self.final_norm = final_norm
         self.drop_prefix_tokens = drop_prefix_tokens
         self.image_size = image_size
         cfg = self.model.pretrained_cfg
@@ -85,7 +92,7 @@ class TimmEncoder(nn.Module):
             x,
             indices=[self.layer_index],
             return_prefix_tokens=not self.drop_prefix_tokens,
-            norm=False,
+            norm=self.final_norm,
             output_fmt="NLC",
             intermediates_only=True,
         )[0]

@@ -7,8 +7,9 @@ Bolstering Mamba Multimodal LLM", §3.2, Fig. 2-3, §4.1 "Models").
                             -> FFN (channel mixer)] x depth -> norm -> Linear(width -> LLM width)
 
 Local attention (Fig. 3): query i of N sees only its own chunk of the K keys,
-[floor(i K / N), ceil((i + 1) K / N)); chunks overlap by one key where N does not divide K, so
-every key is seen. Global attention lets every query see every key (Table 2 ablation).
+[floor(i K / N), floor((i + 1) K / N)): the chunks partition the keys in order (each key in exactly
+one chunk, sizes floor(K / N) or ceil(K / N)), so no key is unseen and none is shared. Global
+attention lets every query see every key (Table 2 ablation).
 
 The paper's projector is 24 blocks of width 768 "to copy the pre-trained weights of Mamba with the
 size of 130M": each block's Mamba layer and pre-norm carry the names of a Hugging Face Mamba layer,
@@ -33,12 +34,22 @@ Attention = Literal["local", "global"]
 
 
 def local_attention_mask(num_queries: int, num_keys: int) -> torch.Tensor:
-    """(N, K) bool, True where query i may attend key j (Q-Mamba Fig. 3)."""
-    i = torch.arange(num_queries)
-    lo = torch.div(i * num_keys, num_queries, rounding_mode="floor")
-    hi = torch.div((i + 1) * num_keys + num_queries - 1, num_queries, rounding_mode="floor")  # ceil
+    """(N, K) bool, True where query i may attend key j.
+
+    Q-Mamba Fig. 3: "Each query attends exclusively to K/Q keys, enabling the focused extraction of
+    information from distinct visual components": query i reads keys [floor(iK/N), floor((i+1)K/N)),
+    a contiguous, ordered partition of the keys. With more queries than keys some query would read
+    nothing (and attention over no key is undefined), so N > K is refused.
+    """
+    if not 1 <= num_queries <= num_keys:
+        raise ValueError(
+            f"projector.num_queries={num_queries} with local attention needs 1 <= num_queries <= "
+            f"{num_keys} (the visual tokens it partitions); use projector.attention=global for more"
+        )
+    i = torch.arange(num_queries + 1)
+    bounds = torch.div(i * num_keys, num_queries, rounding_mode="floor")
     j = torch.arange(num_keys)
-    return (j[None] >= lo[:, None]) & (j[None] < hi[:, None])
+    return (j[None] >= bounds[:-1, None]) & (j[None] < bounds[1:, None])
 
 
 class CrossAttention(nn.Module):
