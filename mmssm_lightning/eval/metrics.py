@@ -100,7 +100,8 @@ def vqa_accuracy(pred: str, answers: Sequence[str], normalization: VQANormalizat
       2.7): whitespace cleaned on both sides, both processed only if the cleaned answers disagree;
       mean by a plain running sum.
     * ``evalai`` — LLaVA ``scripts/convert_vqav2_for_submission.py`` (c121f04): the EvalAI processor on the
-      prediction before upload, then ``official`` (the VQAv2 / VizWiz servers).
+      prediction before upload, then ``official`` (what the VQAv2 server is understood to run; VizWiz's
+      own scorer, TRI's ``vizwiz/eval.py``, differs: raw answers, another contraction table).
     * ``m4c`` — LLaVA ``llava/eval/m4c_evaluator.py`` ``TextVQAAccuracyEvaluator`` (c121f04): the
       processor on prediction and answers; exactly 10 answers (it asserts).
     * ``lmms`` — lmms-eval ``tasks/vqav2/utils.py`` (75571cf): :func:`lmms_process` on both sides,
