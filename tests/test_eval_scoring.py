@@ -50,13 +50,21 @@ PTB = json.loads((FIX / "ptb_tokenizer_cases.json").read_text())
         ("official", "official_raw"),
         ("evalai", "official_with_evalai_pred"),
         ("m4c", "m4c_textvqa"),
-        ("m4c", "lmms_eval_vqav2"),
-        ("m4c", "tri_vqav2"),
+        ("lmms", "lmms_eval_vqav2"),
+        ("tri", "tri_vqav2"),
         ("vlmevalkit", "vlmevalkit"),
     ],
 )
 def test_vqa_accuracy_matches_each_scorer(mode, column):
     for case in VQA:
+        if mode == "m4c" and len(case["gt_answers"]) != 10:
+            # m4c asserts 10 answers (the hand-made value is lmms-eval textvqa's, which does not)
+            with pytest.raises(ValueError, match="10 answers"):
+                vqa_accuracy(case["pred"], case["gt_answers"], mode)
+            assert vqa_accuracy(case["pred"], case["gt_answers"], "lmms_evalai") == pytest.approx(
+                case[column]
+            )
+            continue
         assert vqa_accuracy(case["pred"], case["gt_answers"], mode) == pytest.approx(
             case[column], abs=1e-9
         ), case["name"]

@@ -15,16 +15,27 @@ Every metric takes ``update(preds, samples)``: the generated (or likelihood-chos
 from __future__ import annotations
 
 import hashlib
+import statistics
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, get_args
 
+import numpy as np
 import torch
 from torchmetrics import Metric
 
 from mmssm_lightning.data.answers import normalize_answer
 from mmssm_lightning.eval.captions import bleu, cider_d
-from mmssm_lightning.eval.normalize import clean_whitespace, evalai_process, ptb_tokenize, vqa_process
+from mmssm_lightning.eval.normalize import (
+    evalai_process,
+    lmms_process,
+    official_process,
+    ptb_tokenize_corpus,
+    py2_clean_whitespace,
+    tri_process_answer,
+    tri_process_prediction,
+    vlmevalkit_process,
+)
 from mmssm_lightning.eval.parsing import (
     box_iou,
     box_lenient,
@@ -70,52 +81,93 @@ class _GroupedMean(Metric):
         return out
 
 
-VQANormalization = Literal["official", "evalai", "m4c", "vlmevalkit"]
+VQANormalization = Literal["official", "evalai", "m4c", "lmms", "lmms_evalai", "tri", "vlmevalkit"]
+VQA_NORMALIZATIONS: tuple[str, ...] = get_args(VQANormalization)
+
+
+def _leave_one_out(pred: str, gts: Sequence[str]) -> list[float]:
+    """Per annotator: min(1, matches among the other annotators / 3); ``min(1, x)`` keeps the int 1
+    where the scorers do (it matters to ``statistics.mean``)."""
+    return [min(1, float(sum(a == pred for j, a in enumerate(gts) if j != i)) / 3) for i in range(len(gts))]
 
 
 def vqa_accuracy(pred: str, answers: Sequence[str], normalization: VQANormalization = "evalai") -> float:
-    """VQA accuracy: mean over the ground-truth answers of min(1, matches among the others / 3).
+    """VQA accuracy of one prediction against the annotators' answers, as each harness computes it
+    (normalisers in :mod:`~mmssm_lightning.eval.normalize`; every value equal to the harness's own,
+    float for float, in ``tests/fixtures/eval/vqa_harness_cases.json``):
 
-    * ``official`` — ``vqaEval.py`` as released: whitespace-cleaned prediction; both sides
-      processed only when the annotators disagree.
-    * ``evalai`` — the prediction through EvalAI's answer processor first (the test server), then
-      ``official``.
-    * ``m4c`` — EvalAI's processor on prediction and every answer (TextVQA's m4c evaluator, lmms-eval).
-    * ``vlmevalkit`` — ``vqaEval`` processing, period regex fixed, always on both sides.
+    * ``official`` — GT-Vision-Lab ``PythonEvaluationTools/vqaEvaluation/vqaEval.py`` (a013f00, Python
+      2.7): whitespace cleaned on both sides, both processed only if the cleaned answers disagree;
+      mean by a plain running sum.
+    * ``evalai`` — LLaVA ``scripts/convert_vqav2_for_submission.py`` (c121f04): the EvalAI processor on the
+      prediction before upload, then ``official`` (what the VQAv2 server is understood to run; VizWiz's
+      own scorer, TRI's ``vizwiz/eval.py``, differs: raw answers, another contraction table).
+    * ``m4c`` — LLaVA ``llava/eval/m4c_evaluator.py`` ``TextVQAAccuracyEvaluator`` (c121f04): the
+      processor on prediction and answers; exactly 10 answers (it asserts).
+    * ``lmms`` — lmms-eval ``tasks/vqav2/utils.py`` (75571cf): :func:`lmms_process` on both sides,
+      ``statistics.mean``.
+    * ``lmms_evalai`` — lmms-eval ``tasks/textvqa/utils.py`` and ``tasks/vizwiz_vqa/utils.py`` (75571cf):
+      the processor on both sides, ``statistics.mean``, any number of answers.
+    * ``tri`` — TRI-ML/vlm-evaluation ``vlm_eval/util/evaluation/vqav2/eval.py`` (d9f5896): prediction
+      fully processed, answers punctuation-only.
+    * ``vlmevalkit`` — VLMEvalKit ``vlmeval/dataset/utils/vqa_eval.py`` (e8e78f0): ``process_answer`` on
+      both sides, ``np.mean``.
+
+    Answers are told apart by position (the scorers compare answer dicts, whose ``answer_id`` differs).
+    No answers is an error in every harness (a division by zero, an empty mean); here a ValueError.
     """
-    if normalization not in ("official", "evalai", "m4c", "vlmevalkit"):
+    if normalization not in VQA_NORMALIZATIONS:
         raise ValueError(
-            f"VQA normalization must be official | evalai | m4c | vlmevalkit, got {normalization!r}"
+            f"VQA normalization must be one of {' | '.join(VQA_NORMALIZATIONS)}, got {normalization!r}"
         )
-    gts = list(answers)
-    if normalization == "m4c":
-        pred, gts = evalai_process(pred), [evalai_process(a) for a in gts]
-    elif normalization == "vlmevalkit":
-        pred = vqa_process(clean_whitespace(pred), fixed_period=True)
-        gts = [vqa_process(clean_whitespace(a), fixed_period=True) for a in gts]
-    else:
-        pred = clean_whitespace(evalai_process(pred) if normalization == "evalai" else pred)
+    if len(answers) == 0:
+        raise ValueError("VQA accuracy needs ground-truth answers; the sample has none")
+    if normalization in ("official", "evalai"):
+        pred = py2_clean_whitespace(evalai_process(pred) if normalization == "evalai" else pred)
+        gts = [py2_clean_whitespace(a) for a in answers]
         if len(set(gts)) > 1:
-            gts = [vqa_process(a) for a in gts]
-            pred = vqa_process(pred)
-    accs = [min(1.0, sum(a == pred for j, a in enumerate(gts) if j != i) / 3) for i in range(len(gts))]
-    return sum(accs) / len(accs) if accs else 0.0
+            gts, pred = [official_process(a) for a in gts], official_process(pred)
+        total = 0  # Python 2's sum: no compensated summation (Python >= 3.12's sum() has it)
+        for acc in _leave_one_out(pred, gts):
+            total += acc
+        return float(total) / len(gts)
+    if normalization == "m4c":
+        if len(answers) != 10:
+            raise ValueError(f"m4c's TextVQA evaluator takes exactly 10 answers, got {len(answers)}")
+        accs = _leave_one_out(evalai_process(pred), [evalai_process(a) for a in answers])
+        return sum(accs) / len(accs)
+    if normalization == "tri":
+        accs = _leave_one_out(tri_process_prediction(pred), [tri_process_answer(a) for a in answers])
+        return sum(accs) / len(accs)
+    if normalization == "vlmevalkit":
+        return float(
+            np.mean(_leave_one_out(vlmevalkit_process(pred), [vlmevalkit_process(a) for a in answers]))
+        )
+    process = lmms_process if normalization == "lmms" else evalai_process
+    return float(statistics.mean(_leave_one_out(process(pred), [process(a) for a in answers])))
 
 
 class VQAAccuracy(_GroupedMean):
-    """VQAv2 / VizWiz / TextVQA accuracy (``samples[i].answers``: the 10 annotator answers),
-    per ``category`` (answer type) too."""
+    """VQAv2 / VizWiz / TextVQA accuracy (``samples[i].answers``: the annotators' answers), per
+    ``category`` (answer type) too: the running float64 sums give ``vqaEval.py``'s per-type means."""
 
     def __init__(
         self, normalization: VQANormalization = "evalai", groups: Sequence[str] | None = None
     ) -> None:
         super().__init__(groups)
-        vqa_accuracy("", ["x"], normalization)  # validate the option now
+        if normalization not in VQA_NORMALIZATIONS:
+            raise ValueError(
+                f"VQA normalization must be one of {' | '.join(VQA_NORMALIZATIONS)}, got {normalization!r}"
+            )
         self.normalization = normalization
 
     def update(self, preds: Sequence[str], samples: Sequence[EvalSample]) -> None:
         for p, s in zip(preds, samples):
-            self._add(vqa_accuracy(p, s.answers, self.normalization), s.category)
+            try:
+                acc = vqa_accuracy(p, s.answers, self.normalization)
+            except ValueError as e:
+                raise ValueError(f"VQA sample {s.id!r}: {e}") from None
+            self._add(acc, s.category)
 
 
 ExactNormalization = Literal["none", "llava", "vqa"]
@@ -407,7 +459,14 @@ class BoxAccuracy(_GroupedMean):
 
 class CaptionScores(Metric):
     """CIDEr-D and BLEU-1..4 over the evaluated corpus (``samples[i].answers``: the references),
-    PTB-tokenised as pycocoevalcap does unless ``tokenize`` is false."""
+    PTB-tokenised as pycocoevalcap does unless ``tokenize`` is false.
+
+    pycocoevalcap tokenises all references in one file and all candidates in another, so a caption's last
+    token can depend on the caption after it (``letter A.`` keeps its period unless the next line starts
+    with ``The`` / ``A`` / ...; a smiley, ``'90`` or file name at the end of the file lexes differently).
+    Each ``update`` tokenises its batch that way, references sample by sample then the candidates: one
+    ``update`` with the whole corpus in the scorer's order is exact; batch boundaries see an end of file.
+    """
 
     full_state_update = False
 
@@ -418,18 +477,23 @@ class CaptionScores(Metric):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
     def _add_text(self, text: str, owner: int, is_ref: bool) -> None:
-        words = (ptb_tokenize(text) if self.tokenize else text).split()
+        words = text.split()
         self.tokens.append(torch.tensor([_hash(w) for w in words], dtype=torch.long))
         self.lengths.append(torch.tensor([len(words)]))
         self.owners.append(torch.tensor([owner]))
         self.is_ref.append(torch.tensor([is_ref]))
 
     def update(self, preds: Sequence[str], samples: Sequence[EvalSample]) -> None:
+        preds, samples = list(preds), list(samples)
+        refs = [r for s in samples for r in s.answers]
+        if self.tokenize:
+            preds, refs = ptb_tokenize_corpus(preds), ptb_tokenize_corpus(refs)
+        refs_left = iter(refs)
         for p, s in zip(preds, samples):
             owner = _hash(s.id)
             self._add_text(p, owner, False)
-            for ref in s.answers:
-                self._add_text(ref, owner, True)
+            for _ in s.answers:
+                self._add_text(next(refs_left), owner, True)
 
     def compute(self) -> dict[str, torch.Tensor]:
         if len(self.lengths) == 0:

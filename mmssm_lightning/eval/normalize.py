@@ -1,20 +1,49 @@
-"""Answer normalisation of the official scorers, reproduced in pure Python.
+"""Answer normalisation of the official VQA scorers, reproduced in pure Python.
 
-* :func:`vqa_process` — the punctuation / digit / article / contraction processing of the official
-  VQA evaluation (``vqaEval.py``, GT-Vision-Lab), with its ``periodStrip`` pattern as released
-  (``(?!<=\\d)``, a typo that strips a period after a digit too) or corrected (``(?<!\\d)``, as
-  VLMEvalKit has it).
-* :func:`evalai_process` — the answer processor EvalAI's VQA server applies to predictions
-  (``EvalAIAnswerProcessor`` of mmf/pythia, also used by TextVQA's m4c evaluator and lmms-eval).
-* :func:`ptb_tokenize` — the PTB tokenisation of pycocoevalcap's caption scorers without Java:
-  Stanford PTBTokenizer rules for words, contractions, brackets, quotes and abbreviations, lower
-  case, then pycocoevalcap's punctuation filter — including its quirk that the filter compares
-  against upper-case ``-LRB-`` after lower-casing, so ``-lrb-`` / ``-rrb-`` survive.
+The VQA scorers share ``processPunctuation`` / ``processDigitArticle`` of GT-Vision-Lab's
+``PythonEvaluationTools/vqaEvaluation/vqaEval.py`` (a013f0043c1e2cdc995922dfe257f7149aa9af06) and differ
+in the regexes and in the Python that runs them:
+
+* :func:`official_process` — ``vqaEval.py`` as released, which is Python 2: its ``\\d`` is ASCII (the
+  ``re.UNICODE`` it means to pass lands in ``sub``'s ``count``, so at most 32 periods go), ``lower()``
+  knows Unicode 5.2 only (no final sigma, ``İ`` -> ``i``) and U+180E is whitespace. The period pattern
+  ``(?!<=\\d)(\\.)(?!\\d)`` is malformed (a look-ahead), so "5." loses its period.
+* :func:`evalai_process` — ``EvalAIAnswerProcessor`` of LLaVA ``llava/eval/m4c_evaluator.py``
+  (c121f0432da27facab705978f83c4ada465e46fd; a copy of mmf's, and of lmms-eval's
+  ``tasks/_task_utils/vqa_eval_metric.py``), Python 3.
+* :func:`lmms_process` — lmms-eval ``tasks/vqav2/utils.py`` (75571cfe0fa36ca5ec2e6aa2bb268f9d38295af3):
+  the processor's punctuation (its comma pattern) and digit/article steps without its lower-casing,
+  comma / ``?`` removal and ``'s`` split.
+* :func:`tri_process_prediction` / :func:`tri_process_answer` — TRI-ML/vlm-evaluation
+  ``vlm_eval/util/evaluation/vqav2/eval.py`` (d9f58967de7f62371ee068dbfa07878cdaef5607): the prediction
+  gets both steps, the ground truth only the punctuation step (not even lower case).
+* :func:`vlmevalkit_process` — VLMEvalKit ``vlmeval/dataset/utils/vqa_eval.py`` ``process_answer``
+  (e8e78f05f3080fe28154f2130321f17951c3be94) with ``vlmeval/smp/misc.py`` ``process_punctuation``:
+  the period pattern fixed to ``(?<!\\d)\\.(?!\\d)``, so "5." keeps its period.
+
+The PTB tokenisation of the caption scorers is :mod:`~mmssm_lightning.eval.ptb`.
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+
+from mmssm_lightning.eval.ptb import ptb_tokenize, ptb_tokenize_corpus
+
+__all__ = [
+    "clean_whitespace",
+    "evalai_process",
+    "lmms_process",
+    "official_process",
+    "ptb_tokenize",
+    "ptb_tokenize_corpus",
+    "py2_clean_whitespace",
+    "tri_process_answer",
+    "tri_process_prediction",
+    "vlmevalkit_process",
+    "vqa_process",
+]
 
 CONTRACTIONS = {
     "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
@@ -84,170 +113,116 @@ PUNCT = [
     "?",
     "!",
 ]
-_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
-_PERIOD_STRIP_RELEASED = re.compile(r"(?!<=\d)(\.)(?!\d)")  # sic: as in vqaEval.py
-_PERIOD_STRIP_FIXED = re.compile(r"(?<!\d)(\.)(?!\d)")
+# ``re.UNICODE`` (32) passed where ``sub`` takes ``count``: every scorer removes at most 32 periods.
+_PERIOD_COUNT = int(re.UNICODE)
+# (?!<=\d) is a look-ahead that always holds: "5." loses its period, "3.5" keeps it.
+_PERIOD_RELEASED = re.compile(r"(?!<=\d)(\.)(?!\d)")
+_PERIOD_RELEASED_PY2 = re.compile(r"(?!<=\d)(\.)(?!\d)", re.ASCII)  # Python 2 without re.UNICODE: \d = [0-9]
+_PERIOD_FIXED = re.compile(r"(?<!\d)\.(?!\d)")
+_COMMA = re.compile(r"(\d)(,)(\d)")
+_COMMA_PY2 = re.compile(r"(\d)(,)(\d)", re.ASCII)
+_COMMA_EVALAI = re.compile(r"(?<=\d)(,)+(?=\d)")  # also matches "1,,000", which (\d)(,)(\d) does not
 
-
-def _punctuation(text: str, period: re.Pattern, comma: re.Pattern = _COMMA_STRIP) -> str:
-    out = text
-    for p in PUNCT:
-        if (p + " " in text or " " + p in text) or comma.search(text) is not None:
-            out = out.replace(p, "")
-        else:
-            out = out.replace(p, " ")
-    return period.sub("", out)
-
-
-def _digits_articles(text: str) -> str:
-    words = [NUMBER_WORDS.get(w, w) for w in text.lower().split()]
-    words = [w for w in words if w not in ARTICLES]
-    return " ".join(CONTRACTIONS.get(w, w) for w in words)
-
-
-def vqa_process(text: str, fixed_period: bool = False) -> str:
-    """vqaEval.py's processPunctuation + processDigitArticle (``fixed_period``: VLMEvalKit's regex)."""
-    return _digits_articles(
-        _punctuation(text, _PERIOD_STRIP_FIXED if fixed_period else _PERIOD_STRIP_RELEASED)
+# Python 2.7's unicode database is Unicode 5.2: these letters got their case later, so its lower()
+# leaves them as they are (Cherokee, Georgian Mtavruli, Latin Extended-D additions, ...).
+_PY2_CASELESS = frozenset(
+    c
+    for lo, hi in (
+        (0x37F, 0x37F), (0x526, 0x52E), (0x10C7, 0x10C7), (0x10CD, 0x10CD), (0x13A0, 0x13F5),
+        (0x1C90, 0x1CBA), (0x1CBD, 0x1CBF), (0x2C2F, 0x2C2F), (0x2CF2, 0x2CF2), (0xA660, 0xA660),
+        (0xA698, 0xA69A), (0xA78D, 0xA78D), (0xA790, 0xA792), (0xA796, 0xA7AE), (0xA7B0, 0xA7B4),
+        (0xA7B6, 0xA7C7), (0xA7C9, 0xA7C9), (0xA7D0, 0xA7D0), (0xA7D6, 0xA7D8), (0xA7F5, 0xA7F5),
+        (0x104B0, 0x104D3), (0x10570, 0x10595), (0x10C80, 0x10CB2), (0x118A0, 0x118BF),
+        (0x16E40, 0x16E5F), (0x1E900, 0x1E921),
     )
+    for c in map(chr, range(lo, hi + 1))
+    if c.lower() != c
+)  # fmt: skip
+_PY2_WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace()) + "\u180e"
+
+
+def _py2_lower(text: str) -> str:
+    """``unicode.lower()`` of Python 2.7: simple case mapping char by char (no final sigma, no
+    ``İ`` -> ``i̇``), Unicode 5.2."""
+    if text.isascii():
+        return text.lower()
+    return "".join("i" if c == "\u0130" else c if c in _PY2_CASELESS else c.lower() for c in text)
+
+
+def _py2_split(text: str) -> list[str]:
+    return text.replace("\u180e", " ").split()
+
+
+def py2_clean_whitespace(text: str) -> str:
+    """``vqaEval.py``'s ``\\n`` / ``\\t`` -> space and ``strip()`` under Python 2 (U+180E is whitespace)."""
+    return text.replace("\n", " ").replace("\t", " ").strip(_PY2_WHITESPACE)
 
 
 def clean_whitespace(text: str) -> str:
+    """The same under Python 3: the lmms-eval, TRI and VLMEvalKit copies."""
     return text.replace("\n", " ").replace("\t", " ").strip()
 
 
-_EVALAI_COMMA = re.compile(r"(?<=\d)(\,)+(?=\d)")
+def _punctuation(text: str, comma: re.Pattern, period: re.Pattern) -> str:
+    """``processPunctuation``: a mark next to a space, or any mark once a digit-comma-digit is
+    anywhere in the text, is deleted; otherwise it becomes a space. Both tests read the original text."""
+    out = text
+    delete_all = comma.search(text) is not None
+    for p in PUNCT:
+        out = out.replace(p, "" if delete_all or p + " " in text or " " + p in text else " ")
+    return period.sub("", out, _PERIOD_COUNT)
 
 
+def _digits_articles(words: list[str]) -> str:
+    """``processDigitArticle`` after its ``lower().split()``: number words to digits, articles out,
+    contractions restored."""
+    words = [NUMBER_WORDS.get(w, w) for w in words]
+    return " ".join(CONTRACTIONS.get(w, w) for w in words if w not in ARTICLES)
+
+
+@lru_cache(maxsize=1 << 16)  # answers repeat: VQAv2 has ~2M answers, far fewer strings
+def official_process(text: str) -> str:
+    """``processPunctuation`` then ``processDigitArticle`` of ``vqaEval.py`` as Python 2.7 runs them."""
+    return _digits_articles(_py2_split(_py2_lower(_punctuation(text, _COMMA_PY2, _PERIOD_RELEASED_PY2))))
+
+
+def vqa_process(text: str, fixed_period: bool = False) -> str:
+    """The two steps under Python 3 (TRI, lmms-eval's copy of the comma rule aside), with VLMEvalKit's
+    period pattern if ``fixed_period``."""
+    text = _punctuation(text, _COMMA, _PERIOD_FIXED if fixed_period else _PERIOD_RELEASED)
+    return _digits_articles(text.lower().split())
+
+
+@lru_cache(maxsize=1 << 16)
 def evalai_process(text: str) -> str:
-    """EvalAI's VQA answer processor (mmf ``EvalAIAnswerProcessor``)."""
+    """``EvalAIAnswerProcessor.__call__``: lower case, commas and ``?`` out, ``'s`` split off, whitespace
+    cleaned, then punctuation (its comma pattern: moot, commas are gone) and digits / articles."""
     text = text.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
     text = clean_whitespace(text)
-    text = _punctuation(text, _PERIOD_STRIP_RELEASED, _EVALAI_COMMA)
-    return _digits_articles(text)
+    return _digits_articles(_punctuation(text, _COMMA_EVALAI, _PERIOD_RELEASED).lower().split())
 
 
-# -- PTB tokenisation (pycocoevalcap) --------------------------------------------------------------
-COCO_PUNCTUATIONS = {
-    "''",
-    "'",
-    "``",
-    "`",
-    "-LRB-",
-    "-RRB-",
-    "-LCB-",
-    "-RCB-",
-    ".",
-    "?",
-    "!",
-    ",",
-    ":",
-    "-",
-    "--",
-    "...",
-    ";",
-}
-_BRACKETS = {"(": "-LRB-", ")": "-RRB-", "{": "-LCB-", "}": "-RCB-", "[": "-LSB-", "]": "-RSB-"}
-# Words the Stanford tokenizer keeps with their period (a subset of its list: titles, places, units)
-ABBREVIATIONS = {
-    "mr",
-    "mrs",
-    "ms",
-    "dr",
-    "prof",
-    "st",
-    "ave",
-    "blvd",
-    "rd",
-    "mt",
-    "ft",
-    "jr",
-    "sr",
-    "co",
-    "corp",
-    "inc",
-    "ltd",
-    "vs",
-    "etc",
-    "no",
-    "jan",
-    "feb",
-    "mar",
-    "apr",
-    "jun",
-    "jul",
-    "aug",
-    "sep",
-    "sept",
-    "oct",
-    "nov",
-    "dec",
-    "gen",
-    "gov",
-    "sen",
-    "rep",
-    "lt",
-    "col",
-    "capt",
-    "sgt",
-    "dept",
-    "univ",
-    "approx",
-    "est",
-    "min",
-    "max",
-}
-_ACRONYM = re.compile(r"^(?:[A-Za-z]\.){2,}$|^(?:[A-Za-z]\.)+[A-Za-z]$")
-_CONTRACTION = re.compile(r"^(.+?)(n't|'s|'re|'ve|'ll|'d|'m)$", re.IGNORECASE)
-_LEADING = "([{\"'`"
-_TRAILING = ")]},;:?!\"'"
+@lru_cache(maxsize=1 << 16)
+def lmms_process(text: str) -> str:
+    """lmms-eval vqav2: whitespace cleaned, then the processor's ``process_punctuation`` and
+    ``process_digit_article`` (applied to prediction and every answer)."""
+    text = _punctuation(clean_whitespace(text), _COMMA_EVALAI, _PERIOD_RELEASED)
+    return _digits_articles(text.lower().split())
 
 
-def _split_word(word: str) -> list[str]:
-    head: list[str] = []
-    tail: list[str] = []
-    while word and word[0] in _LEADING:
-        c = word[0]
-        head.append(_BRACKETS.get(c, "``" if c == '"' else "`" if c in "'`" else c))
-        word = word[1:]
-    while word:
-        if word.endswith("..."):
-            tail.insert(0, "...")
-            word = word[:-3]
-        elif word.endswith("--"):
-            tail.insert(0, "--")
-            word = word[:-2]
-        elif word[-1] in _TRAILING:
-            c = word[-1]
-            tail.insert(0, _BRACKETS.get(c, "''" if c in "\"'" else c))
-            word = word[:-1]
-        else:
-            break
-    middle: list[str] = []
-    if word:
-        parts = re.split(r"(--|/)", word)  # a dash pair or a slash between words is its own token
-        for part in parts:
-            if not part:
-                continue
-            if part in ("--", "/"):
-                middle.append(part)
-                continue
-            if part.endswith(".") and len(part) > 1:
-                stem = part[:-1]
-                if not (
-                    _ACRONYM.match(part) or stem.lower() in ABBREVIATIONS or re.fullmatch(r"\d+\.\d*", part)
-                ):
-                    m = _CONTRACTION.match(stem)
-                    middle.extend([m.group(1), m.group(2)] if m else [stem])
-                    middle.append(".")
-                    continue
-            m = _CONTRACTION.match(part)
-            middle.extend([m.group(1), m.group(2)] if m and not _ACRONYM.match(part) else [part])
-    return head + middle + tail
+@lru_cache(maxsize=1 << 16)
+def tri_process_prediction(text: str) -> str:
+    """TRI vqav2 on the prediction: whitespace cleaned, punctuation, digits / articles / contractions."""
+    return vqa_process(clean_whitespace(text))
 
 
-def ptb_tokenize(text: str) -> str:
-    """pycocoevalcap's ``PTBTokenizer`` output for one caption: space-joined lower-case tokens."""
-    text = text.replace('"', ' " ')
-    tokens = [t.lower() for w in text.split() for t in _split_word(w)]
-    return " ".join(t for t in tokens if t not in COCO_PUNCTUATIONS)
+@lru_cache(maxsize=1 << 16)
+def tri_process_answer(text: str) -> str:
+    """TRI vqav2 on each ground-truth answer: punctuation only (no whitespace cleaning, no lower case)."""
+    return _punctuation(text, _COMMA, _PERIOD_RELEASED)
+
+
+@lru_cache(maxsize=1 << 16)
+def vlmevalkit_process(text: str) -> str:
+    """VLMEvalKit ``process_answer`` (prediction and answers alike)."""
+    return vqa_process(clean_whitespace(text), fixed_period=True)
