@@ -199,6 +199,7 @@ class VizWiz(Benchmark):
                     question=_get(rec, "question", where),
                     image=self.image(name, where),
                     answers=[_get(a, "answer", where) for a in rec.get("answers", [])],
+                    label=str(int(rec["answerable"])) if "answerable" in rec else None,
                     category=rec.get("answer_type"),
                 )
             )
@@ -319,11 +320,16 @@ def _choices(texts: list[str]) -> dict[str, str]:
 
 class AI2D(Benchmark):
     """Args: root (holds ``questions/`` and ``images/``); test_ids: a file of image ids (one per line or
-    comma-separated) to keep, e.g. the release's ``ai2d_test_ids.csv``."""
+    comma-separated) to keep, e.g. the release's ``ai2d_test_ids.csv``; label_splits: keep every
+    question instead, ``category`` "test" for those ids and "val" for the rest (Prismatic's harness)."""
 
-    def __init__(self, root: str, test_ids: str | None = None, check_images: bool = True) -> None:
+    def __init__(
+        self, root: str, test_ids: str | None = None, check_images: bool = True, label_splits: bool = False
+    ) -> None:
         super().__init__(Path(root) / "images", check_images)
-        self.root, self.test_ids = Path(root), test_ids
+        self.root, self.test_ids, self.label_splits = Path(root), test_ids, label_splits
+        if label_splits and test_ids is None:
+            raise BenchmarkFormatError("AI2D label_splits needs test_ids (the file of test image ids)")
 
     def read(self) -> list[EvalSample]:
         qdir = _path(self.root / "questions", "AI2D questions")
@@ -335,7 +341,8 @@ class AI2D(Benchmark):
         for qfile in sorted(qdir.glob("*.json")):
             rec = _json(qfile, "AI2D questions")
             name = _get(rec, "imageName", str(qfile))
-            if keep is not None and name.split(".")[0] not in keep:
+            in_test = keep is not None and name.split(".")[0] in keep
+            if keep is not None and not in_test and not self.label_splits:
                 continue
             for question, q in _get(rec, "questions", str(qfile)).items():
                 where = f"{qfile} question {question!r}"
@@ -347,6 +354,7 @@ class AI2D(Benchmark):
                         image=self.image(name, where),
                         choices=choices,
                         label=LETTERS[int(_get(q, "correctAnswer", where))],
+                        category=("test" if in_test else "val") if self.label_splits else None,
                     )
                 )
         return out

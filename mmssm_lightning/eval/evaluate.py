@@ -13,6 +13,7 @@ Under ``torchrun`` each rank takes a shard of every benchmark; the metrics sync 
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -138,14 +139,24 @@ class Evaluator:
 
     @torch.no_grad()
     def answer(self, samples: Sequence[EvalSample], protocol: BenchmarkProtocol) -> list[str]:
+        return self.answer_with_scores(samples, protocol)[0]
+
+    @torch.no_grad()
+    def answer_with_scores(
+        self, samples: Sequence[EvalSample], protocol: BenchmarkProtocol
+    ) -> tuple[list[str], torch.Tensor | None]:
+        """The answers and, for likelihood scoring, the candidates' first-token probabilities
+        renormalised over the candidates ([batch, candidates] in the protocol's order, rows summing
+        to 1: Prismatic's ``return_string_probabilities``); None for generation."""
         input_ids, mask, pixels = self._inputs(samples, protocol)
         if protocol.scoring == "generate":
-            return [t.strip() for t in self.model.generate(input_ids, mask, pixels, protocol.max_new_tokens)]
+            texts = self.model.generate(input_ids, mask, pixels, protocol.max_new_tokens)
+            return [t.strip() for t in texts], None
         logp = self.model.next_token_logprobs(input_ids, mask, pixels)
         cand = self._candidate_ids(protocol.candidates)
         names = list(cand)
         scores = torch.stack([torch.logsumexp(logp[:, cand[n]], dim=-1) for n in names], dim=-1)
-        return [names[i] for i in scores.argmax(-1).tolist()]
+        return [names[i] for i in scores.argmax(-1).tolist()], scores.double().softmax(-1)
 
     def run(
         self,
@@ -159,17 +170,25 @@ class Evaluator:
         rank, world = _rank_world()
         mine = samples[rank::world]
         metric = protocol.metric().to(self.device)
+        # metrics that score the candidates' probabilities (AUCs) declare an update(..., scores) argument
+        takes_scores = "scores" in inspect.signature(metric.update).parameters
         preds_file = None
         if output_dir is not None:
             suffix = f".rank{rank}" if world > 1 else ""
             preds_file = (output_dir / f"{name}.predictions{suffix}.jsonl").open("w")
         for start in tqdm(range(0, len(mine), self.batch_size), desc=name, disable=rank != 0, unit="batch"):
             batch = mine[start : start + self.batch_size]
-            preds = self.answer(batch, protocol)
-            metric.update(preds, batch)
+            preds, scores = self.answer_with_scores(batch, protocol)
+            if scores is not None and takes_scores:
+                metric.update(preds, batch, scores=scores)
+            else:
+                metric.update(preds, batch)
             if preds_file is not None:
-                for s, p in zip(batch, preds):
-                    preds_file.write(json.dumps({"id": s.id, "prediction": p}) + "\n")
+                for i, (s, p) in enumerate(zip(batch, preds)):
+                    record = {"id": s.id, "prediction": p}
+                    if scores is not None:
+                        record["scores"] = scores[i].tolist()
+                    preds_file.write(json.dumps(record) + "\n")
         if preds_file is not None:
             preds_file.close()
         return {"n": len(samples), "metrics": {k: float(v) for k, v in metric.compute().items()}}
