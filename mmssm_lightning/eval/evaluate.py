@@ -13,6 +13,7 @@ Under ``torchrun`` each rank takes a shard of every benchmark; the metrics sync 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -145,7 +146,10 @@ class Evaluator:
     def answer(self, samples: Sequence[EvalSample], protocol: BenchmarkProtocol) -> list[str]:
         input_ids, mask, pixels = self._inputs(samples, protocol)
         if protocol.scoring == "generate":
-            return [t.strip() for t in self.model.generate(input_ids, mask, pixels, protocol.max_new_tokens)]
+            texts = self.model.generate(
+                input_ids, mask, pixels, protocol.max_new_tokens, keep_special_tokens=protocol.raw_output
+            )
+            return texts if protocol.raw_output else [t.strip() for t in texts]
         logp = self.model.next_token_logprobs(input_ids, mask, pixels)
         cand = self._candidate_ids(protocol.candidates)
         names = list(cand)
@@ -180,10 +184,15 @@ class Evaluator:
         return {"n": len(samples), "metrics": {k: float(v) for k, v in metric.compute().items()}}
 
 
-def protocol_record(name: str, entry: DictConfig) -> dict:
-    """What produced a number: the protocol's name and this benchmark's settings, as plain data."""
+def protocol_record(name: str, entry: DictConfig, protocol: BenchmarkProtocol | None = None) -> dict:
+    """What produced a number: the protocol's name and this benchmark's settings, as plain data (with
+    ``protocol``, also the settings its class fills in, e.g. Pythia-VL's raw outputs)."""
     record = OmegaConf.to_container(entry, resolve=True)
     record.pop("_target_", None)
+    if protocol is not None:
+        for f in dataclasses.fields(protocol):
+            if f.name not in record and f.name != "metric":
+                record[f.name] = getattr(protocol, f.name)
     return {"protocol": name, **record}
 
 
@@ -215,7 +224,7 @@ def evaluate(cfg: DictConfig) -> dict:
         protocol = instantiate(entry, _convert_="all")
         benchmark = instantiate(cfg.benchmarks[name], _convert_="all")
         result = evaluator.run(name, benchmark, protocol, cfg.max_samples, output_dir)
-        result["protocol"] = protocol_record(protocol_name, entry)
+        result["protocol"] = protocol_record(protocol_name, entry, protocol)
         report["benchmarks"][name] = result
     if _rank_world()[0] == 0:
         (output_dir / "results.json").write_text(json.dumps(report, indent=2))
