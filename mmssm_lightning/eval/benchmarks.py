@@ -503,7 +503,8 @@ class MMBench(Benchmark):
                     image_b64=image,
                     choices={c: row[c] for c in letters},
                     label=answer,
-                    context=hint if _present(hint) else None,
+                    # LLaVA's is_none also drops a hint spelled "none" / "nan" in any case
+                    context=hint if _present(hint) and hint.lower() not in ("none", "nan") else None,
                     category=row.get("category"),
                     index=index,
                 )

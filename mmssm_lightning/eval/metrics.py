@@ -457,8 +457,10 @@ class TallyQAAccuracy(_GroupedMean):
 
 class BoxAccuracy(_GroupedMean):
     """Referring-expression accuracy: IoU of the parsed box with ``sample.box`` (normalised x0 y0 x1 y1)
-    at least ``threshold`` (``inclusive``) or above it (Pythia-VL's > 0.5). ``parser``: ``strict``
-    (one well-formed normalised box) or ``lenient`` (lmms-eval: the first four numbers)."""
+    at least ``threshold`` (``inclusive``) or above it. ``parser``: ``strict`` (one well-formed
+    normalised box) or ``lenient`` (lmms-eval's ``utils_rec.py``: the first "[a, b, c, d]", else
+    zeros; a zero-area union, where lmms-eval raises, is a miss). Pythia-VL's boxes:
+    :class:`~mmssm_lightning.eval.pythia_vl.PythiaVLBoxAccuracy`."""
 
     def __init__(
         self,

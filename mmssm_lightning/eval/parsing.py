@@ -5,10 +5,13 @@ Each parser reproduces a named scorer, because the papers' numbers depend on whi
 * yes/no — POPE's official ``evaluate.py`` (first sentence, "no"/"not" anywhere -> no, else yes)
   or lmms-eval's exact match; MME's ``calculation.py`` (first 4 characters) or lmms-eval's variant.
 * letters — LLaVA's ``eval_science_qa.py``; lmms-eval's ScienceQA match; VLMEvalKit's ``can_infer``
-  (MMBench) with its treatment of a stand-alone "A" as an article.
-* counts — VLMEvalKit's TallyQA integer extraction (0-20, digits or words).
+  (MMBench: a lone option letter among the last words, "answer is X", or a unique option text).
+* counts — VLMEvalKit's TallyQA integer extraction (0-20, ASCII digits or words, as whole words).
 * boxes — a strict parser (the whole answer is one ``[x0, y0, x1, y1]`` in [0, 1], x0 < x1,
-  y0 < y1) and lmms-eval's lenient one (the first four numbers anywhere; none -> all zeros).
+  y0 < y1) and lmms-eval's lenient one (the first "[a, b, c, d]" anywhere; none -> all zeros).
+
+Each agrees with its harness's own code on the cases of ``tests/fixtures/eval/*_cases.json``;
+Pythia-VL's answer handling is in :mod:`~mmssm_lightning.eval.pythia_vl`.
 """
 
 from __future__ import annotations
