@@ -64,13 +64,14 @@ def test_vqav2_pope_mmbench_mme_refcoco_captions_from_the_generator(synth):
     assert (
         len(pope) == 12 and {s.category for s in pope} == {"random", "adversarial"} and pope[0].label == "yes"
     )
-    mmb = MMBench(synth / "mmbench/dev.tsv").samples()
-    assert len(mmb) == 24 and [s.index for s in mmb[:4]] == [0, 1_000_000, 2_000_000, 3_000_000]
+    mmb = MMBench(synth / "mmbench/dev.tsv").samples()  # 6 questions, each in 4 rotations: one sample a row
+    assert len(mmb) == 24 and len({s.id for s in mmb}) == 24
+    assert [s.index for s in mmb[:4]] == [0, 1_000_000, 2_000_000, 3_000_000]
     for s in mmb[:4]:  # the answer follows its option through the rotations
         assert s.choices[s.label] == mmb[0].choices[mmb[0].label]
     assert len({tuple(s.choices.values()) for s in mmb[:4]}) == 4
+    assert sorted({s.index % 1_000_000 for s in mmb}) == list(range(6))
     assert mmb[0].load_image().size == (64, 64)
-    assert len(MMBench(synth / "mmbench/dev.tsv", circular=False).samples()) == 6
     mme = MME(synth / "MME", subtasks=["existence", "color"]).samples()
     assert len(mme) == 24 and mme[0].group == mme[1].group and mme[0].label == "yes"
     ref = RefCOCO(
@@ -233,3 +234,78 @@ def test_bad_files_name_what_is_wrong(tmp_path, synth):
     tsv = _write(tmp_path / "mmb.tsv", "index\tquestion\tA\tB\tanswer\timage\n0\tq\tx\ty\tC\tZm9v\n")
     with pytest.raises(BenchmarkFormatError, match="row 1: answer 'C' is not one of the options"):
         MMBench(tsv).samples()
+
+
+def test_mmbench_rows_as_vlmevalkit_reads_them(tmp_path):
+    """One sample per row; options whose cell pandas reads as missing are absent; a copy's image may
+    be the index of the row holding it; an index twice is an error."""
+    img = "iVBORw0KGgo" + "A" * 80
+    head = "index\tquestion\thint\tA\tB\tC\tD\tanswer\tcategory\timage\n"
+    rows = [
+        "7\tq?\tnan\t cat \tNone\tdog\t\tC\tscene\t" + img,
+        "1000007\tq?\tA hint\tdog\t cat \tNone\t\tA\tscene\t7",
+    ]
+    got = MMBench(_write(tmp_path / "m.tsv", head + "\n".join(rows) + "\n")).samples()
+    assert [s.id for s in got] == ["7", "1000007"] and [s.index for s in got] == [7, 1_000_007]
+    assert got[0].choices == {"A": " cat ", "C": "dog"} and got[0].context is None
+    assert got[1].choices == {"A": "dog", "B": " cat "} and got[1].context == "A hint"
+    assert got[1].image_b64 == img
+    dup = _write(tmp_path / "d.tsv", head + rows[0] + "\n" + rows[0] + "\n")
+    with pytest.raises(BenchmarkFormatError, match="d.tsv row 2: index 7 appears twice"):
+        MMBench(dup).samples()
+
+
+def _py2_pickle(obj) -> bytes:
+    """``obj`` pickled as Python 2's cPickle (protocol 2) writes it: ``str`` values as byte strings."""
+    import struct
+
+    def enc(o) -> bytes:
+        if o is None:
+            return b"N"
+        if isinstance(o, bool):
+            return b"\x88" if o else b"\x89"
+        if isinstance(o, int):
+            return b"J" + struct.pack("<i", o)
+        if isinstance(o, float):
+            return b"G" + struct.pack(">d", o)
+        if isinstance(o, str):
+            raw = o.encode("latin-1")
+            return b"U" + bytes([len(raw)]) + raw
+        if isinstance(o, list):
+            return b"](" + b"".join(enc(x) for x in o) + b"e"
+        if isinstance(o, dict):
+            return b"}(" + b"".join(enc(k) + enc(v) for k, v in o.items()) + b"u"
+        raise TypeError(type(o))
+
+    return b"\x80\x02" + enc(obj) + b"."
+
+
+def test_refcoco_reads_the_refer_toolkits_python2_pickles(tmp_path):
+    refs = [
+        {"ref_id": 1, "ann_id": 5, "image_id": 42, "split": "testA", "category_id": 1,
+         "sentences": [{"sent_id": 10, "sent": "man in caf\xe9 chair", "tokens": ["man"]},
+                       {"sent_id": 11, "sent": "left guy"}]},
+        {"ref_id": 2, "ann_id": 5, "image_id": 42, "split": "testB",
+         "sentences": [{"sent_id": 12, "sent": "x"}]},
+    ]  # fmt: skip
+    data = _py2_pickle(refs)
+    assert data[:2] == b"\x80\x02" and b"U\x11man in caf\xe9 chair" in data  # a byte string, latin-1
+    with pytest.raises(UnicodeDecodeError):
+        pickle.loads(data)  # Python 3's default (ASCII) cannot read Python 2's byte strings
+    (tmp_path / "refs(unc).p").write_bytes(data)
+    _img(tmp_path / "images/COCO_train2014_000000000042.jpg")
+    inst = _write(
+        tmp_path / "instances.json",
+        {
+            "images": [
+                {"id": 42, "width": 640, "height": 480, "file_name": "COCO_train2014_000000000042.jpg"}
+            ],
+            "annotations": [{"id": 5, "image_id": 42, "bbox": [64.0, 48.0, 320.0, 240.0]}],
+        },
+    )
+    got = RefCOCO(tmp_path / "refs(unc).p", inst, tmp_path / "images", split="testA").samples()
+    assert [s.question for s in got] == ["man in café chair", "left guy"] and [s.id for s in got] == [
+        "1/10",
+        "1/11",
+    ]
+    assert got[0].box == pytest.approx((0.1, 0.1, 0.6, 0.6)) and got[0].image_size == (640, 480)

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
 
 from mmssm_lightning.constants import CONF_DIR
 from mmssm_lightning.data.synthetic_benchmarks import write_benchmarks
@@ -61,7 +62,7 @@ def _eval_cfg(tmp, ckpt, synth, protocol, names):
         f"benchmarks.nocaps.images={coco}",
     ]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(
+        cfg = compose(
             "eval",
             overrides=[
                 f"ckpt_path={ckpt}",
@@ -75,6 +76,12 @@ def _eval_cfg(tmp, ckpt, synth, protocol, names):
                 *paths,
             ],
         )
+    # the protocols' lengths are the harnesses' (LLaVA's MMBench: 1024); a few tokens test the path
+    with open_dict(cfg):
+        for n in names:
+            if n in cfg.protocol.benchmarks:
+                cfg.protocol.benchmarks[n].max_new_tokens = 8
+    return cfg
 
 
 def test_checkpoint_rebuilds_the_trained_model(checkpoint):
@@ -143,8 +150,15 @@ def test_likelihood_picks_the_highest_first_token(checkpoint, synth):
 def test_pythia_vl_protocol_grounding_and_captions(tmp_path, checkpoint, synth):
     report = evaluate(_eval_cfg(tmp_path, checkpoint, synth, "pythia_vl", ["refcoco_testA", "nocaps"]))
     ref, cap = report["benchmarks"]["refcoco_testA"], report["benchmarks"]["nocaps"]
-    assert ref["protocol"]["metric"]["inclusive"] is False and "accuracy" in ref["metrics"]
+    assert ref["protocol"]["raw_output"] is True and "accuracy" in ref["metrics"]
+    assert ref["protocol"]["metric"]["_target_"].endswith("PythiaVLBoxAccuracy")
     assert {"CIDEr", "BLEU-4"} <= set(cap["metrics"])
+    # raw outputs: decoded with special tokens, nothing after the first EOS (as a batch of one)
+    eos = load_checkpoint(checkpoint)[0].tokenizer.eos_token
+    for name in ("refcoco_testA", "nocaps"):
+        for line in (tmp_path / f"out/{name}.predictions.jsonl").read_text().splitlines():
+            p = json.loads(line)["prediction"]
+            assert eos not in p or (p.endswith(eos) and p.count(eos) == 1), p
 
 
 def test_unknown_benchmark_and_missing_checkpoint_are_clear_errors(tmp_path, checkpoint, synth):
@@ -208,3 +222,23 @@ def test_wandb_table_offline(tmp_path, checkpoint, synth, monkeypatch):
     evaluate(cfg)
     runs = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+
+
+def test_raw_outputs_end_at_the_first_eos(checkpoint, monkeypatch):
+    """``keep_special_tokens``: the decoded answer with its EOS and nothing after it (a finished row's
+    padding, Mamba's continuation), as the batch-of-one ``tokenizer.decode`` of Pythia-VL's harness."""
+    model, _, _ = load_checkpoint(checkpoint)
+    tok = model.tokenizer
+    eos, pad = tok.eos_token_id, tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    yes, no = tok("yes.", add_special_tokens=False).input_ids, tok("no", add_special_tokens=False).input_ids
+    width = max(len(yes), len(no)) + 4
+    rows = [yes + [eos] + no, no + [eos] + [pad] * (width - len(no) - 1), no * width]
+    out = torch.tensor([r[:width] + [pad] * (width - len(r[:width])) for r in rows])
+    monkeypatch.setattr(model.llm, "generate", lambda *a, **k: out)
+    ids = torch.tensor([tok("hi", add_special_tokens=False).input_ids] * 3)
+    raw = model.generate(ids, torch.ones_like(ids), None, width, keep_special_tokens=True)
+    assert raw[0] == tok.decode(yes + [eos]) and raw[0].endswith(tok.eos_token)
+    assert raw[1] == tok.decode(no + [eos])
+    assert raw[2] == tok.decode(out[2].tolist()) and tok.eos_token not in raw[2]  # no EOS: all of it
+    plain = model.generate(ids, torch.ones_like(ids), None, width)
+    assert plain[1] == tok.decode(no, skip_special_tokens=True)

@@ -6,7 +6,8 @@ and every reader run end to end on data the project makes itself (tests, the dem
 * ``vqav2/`` — VQAv2 questions + annotations (10 answers each, answer types) and
   ``COCO_val2014_*.jpg`` images;
 * ``pope/`` — ``coco_pope_{random,popular,adversarial}.json`` (one json a line), images in ``coco/val2014``;
-* ``mmbench/dev.tsv`` — colour questions with four options and base64 images;
+* ``mmbench/dev.tsv`` — colour questions with four options and base64 images, each also rotated
+  (rows ``index + k * 1e6``, as the released TSV holds CircularEval's copies);
 * ``MME/`` — the ``existence`` and ``color`` subtasks (image + question/answer txt, two questions an image);
 * ``refcoco/`` — a refer-toolkit ``refs(unc).p`` + ``instances.json`` (``testA``);
 * ``captions/`` — a COCO-format caption file.
@@ -98,7 +99,8 @@ def write_benchmarks(root: str | Path, n: int = 24, seed: int = 0, size: int = 6
             )
         (root / "pope" / f"coco_pope_{split}.json").write_text("\n".join(lines) + "\n")
 
-    # MMBench: colour of the first shape, four options
+    # MMBench: colour of the first shape, four options; as in the released TSV, row i + k * 1e6 is
+    # question i with its options rotated k times (CircularEval), the image stored in every row
     (root / "mmbench").mkdir(exist_ok=True)
     header = "index\tquestion\thint\tA\tB\tC\tD\tanswer\tcategory\timage\tl2-category\tsplit"
     rows = [header]
@@ -108,21 +110,23 @@ def write_benchmarks(root: str | Path, n: int = 24, seed: int = 0, size: int = 6
         buf = io.BytesIO()
         img.save(buf, format="PNG")
         b64 = base64.b64encode(buf.getvalue()).decode()
-        rows.append(
-            "\t".join(
-                [
-                    str(i),
-                    f"What color is the {shapes[0].shape}?",
-                    "nan",
-                    *options,
-                    "ABCD"[options.index(shapes[0].color)],
-                    "color",
-                    b64,
-                    "perception",
-                    "dev",
-                ]
+        for k in range(len(options)):
+            rotated = options[k:] + options[:k]
+            rows.append(
+                "\t".join(
+                    [
+                        str(i + k * 1_000_000),
+                        f"What color is the {shapes[0].shape}?",
+                        "nan",
+                        *rotated,
+                        "ABCD"[rotated.index(shapes[0].color)],
+                        "color",
+                        b64,
+                        "perception",
+                        "dev",
+                    ]
+                )
             )
-        )
     (root / "mmbench" / "dev.tsv").write_text("\n".join(rows) + "\n")
 
     # MME: existence (yes for a present shape, no for an absent one) and colour, per image

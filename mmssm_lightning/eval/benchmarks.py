@@ -17,8 +17,8 @@ Formats (as the benchmarks distribute them):
 * ScienceQA — ``problems.json`` + ``pid_splits.json`` + ``images/<split>/<pid>/image.png`` (IMG subset).
 * MME — ``MME_Benchmark_release_version/<subtask>/`` with ``images/`` + ``questions_answers_YN/`` or
   images and ``.txt`` files side by side; a txt holds "question<TAB>answer" lines.
-* MMBench — the dev ``.tsv`` (index, question, hint, A-D, answer, category, base64 image), with
-  CircularEval rotations made here.
+* MMBench — the dev ``.tsv`` (index, question, hint, A-D, answer, category, base64 image), its
+  CircularEval rotations already in it (rows ``index + k * 1e6``).
 * RefCOCO / RefCOCO+ / RefCOCOg — ``refs(unc).p`` / ``refs(umd).p`` + ``instances.json`` + COCO
   train2014 images.
 * Captions — COCO Karpathy ``dataset_coco.json``; COCO-format caption files (COCO val, NoCaps);
@@ -235,6 +235,7 @@ class TextVQA(Benchmark):
                     image=self.image(f"{image_id}.jpg", where),
                     answers=list(rec.get("answers", [])),
                     context=", ".join(ocr[image_id]) if self.ocr is not None else None,
+                    ocr=list(ocr[image_id]) if self.ocr is not None else None,
                 )
             )
         return out
@@ -321,15 +322,37 @@ def _choices(texts: list[str]) -> dict[str, str]:
 class AI2D(Benchmark):
     """Args: root (holds ``questions/`` and ``images/``); test_ids: a file of image ids (one per line or
     comma-separated) to keep, e.g. the release's ``ai2d_test_ids.csv``; label_splits: keep every
-    question instead, ``category`` "test" for those ids and "val" for the rest (Prismatic's harness)."""
+    question instead, ``category`` "test" for those ids and "val" for the rest (Prismatic's harness);
+    annotations: the release's ``annotations/`` folder, whose text labels become ``ocr`` ("id: value",
+    sorted by id, as Pythia-VL's loader writes them)."""
 
     def __init__(
-        self, root: str, test_ids: str | None = None, check_images: bool = True, label_splits: bool = False
+        self,
+        root: str,
+        test_ids: str | None = None,
+        annotations: str | None = None,
+        check_images: bool = True,
+        label_splits: bool = False,
     ) -> None:
         super().__init__(Path(root) / "images", check_images)
-        self.root, self.test_ids, self.label_splits = Path(root), test_ids, label_splits
+        self.root, self.test_ids, self.annotations, self.label_splits = (
+            Path(root),
+            test_ids,
+            annotations,
+            label_splits,
+        )
         if label_splits and test_ids is None:
             raise BenchmarkFormatError("AI2D label_splits needs test_ids (the file of test image ids)")
+
+    def _text_labels(self, name: str) -> list[str] | None:
+        path = Path(self.annotations) / f"{name}.json"
+        texts = _get(_json(path, "AI2D annotations"), "text", str(path))
+        where = f"{path} text"
+        labels = sorted(
+            ((_get(t, "replacementText", where), _get(t, "value", where)) for t in texts.values()),
+            key=lambda kv: kv[0],
+        )
+        return [f"{k}: {v}" for k, v in labels] or None
 
     def read(self) -> list[EvalSample]:
         qdir = _path(self.root / "questions", "AI2D questions")
@@ -344,6 +367,7 @@ class AI2D(Benchmark):
             in_test = keep is not None and name.split(".")[0] in keep
             if keep is not None and not in_test and not self.label_splits:
                 continue
+            ocr = self._text_labels(name) if self.annotations is not None else None
             for question, q in _get(rec, "questions", str(qfile)).items():
                 where = f"{qfile} question {question!r}"
                 choices = _choices(_get(q, "answerTexts", where))
@@ -355,6 +379,7 @@ class AI2D(Benchmark):
                         choices=choices,
                         label=LETTERS[int(_get(q, "correctAnswer", where))],
                         category=("test" if in_test else "val") if self.label_splits else None,
+                        ocr=ocr,
                     )
                 )
         return out
@@ -436,45 +461,74 @@ class MME(Benchmark):
         return out
 
 
-class MMBench(Benchmark):
-    """Args: tsv: the dev split; circular: add CircularEval's rotations (row ``index + k * 1e6`` shows the
-    options rotated by k, the answer letter moved with them)."""
+# pandas.read_csv's default missing values: VLMEvalKit and LLaVA read the TSV with pandas, so an option
+# or hint spelled like one of these is absent for them
+_PANDAS_NA = {
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
+    "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+}  # fmt: skip
 
-    def __init__(self, tsv: str, circular: bool = True) -> None:
+
+def _present(value: str | None) -> bool:
+    return value is not None and value not in _PANDAS_NA
+
+
+class MMBench(Benchmark):
+    """The MMBench TSV (dev: ``mmbench_dev_20230712.tsv``) as released, one sample per row. The file
+    already holds CircularEval's copies: row ``index + k * 1e6`` is question ``index`` with its
+    options rotated k times and its answer letter moved with them;
+    :class:`~mmssm_lightning.eval.metrics.MMBenchCircular` groups them (VLMEvalKit's
+    ``g_index = index % 1e6``). Options are the letters whose cell is not missing (VLMEvalKit's
+    ``build_choices``), their text kept as written."""
+
+    def __init__(self, tsv: str) -> None:
         super().__init__(None, False)
-        self.tsv, self.circular = tsv, circular
+        self.tsv = tsv
 
     def read(self) -> list[EvalSample]:
         path = _path(self.tsv, "MMBench")
         csv.field_size_limit(sys.maxsize)  # base64 images exceed the default
         with path.open(newline="") as f:
             rows = list(csv.DictReader(f, delimiter="\t"))
-        out = []
+        out, seen = [], set()
         for i, row in enumerate(rows):
             where = f"{path} row {i + 1}"
-            letters = [c for c in "ABCD" if (row.get(c) or "").strip() and row[c].strip().lower() != "nan"]
+            letters = [c for c in "ABCDEFGH" if _present(row.get(c))]
             if len(letters) < 2:
                 raise BenchmarkFormatError(f"{where}: needs at least options A and B")
             answer = _get(row, "answer", where).strip()
             if answer not in letters:
                 raise BenchmarkFormatError(f"{where}: answer {answer!r} is not one of the options {letters}")
-            texts = [row[c].strip() for c in letters]
-            hint = (row.get("hint") or "").strip()
-            base = int(_get(row, "index", where))
-            for k in range(len(letters) if self.circular else 1):
-                rotated = texts[k:] + texts[:k]
-                out.append(
-                    EvalSample(
-                        id=str(base + k * 1_000_000),
-                        question=_get(row, "question", where),
-                        image_b64=_get(row, "image", where),
-                        choices=_choices(rotated),
-                        label=LETTERS[(letters.index(answer) - k) % len(letters)],
-                        context=hint if hint and hint.lower() != "nan" else None,
-                        category=row.get("category"),
-                        index=base + k * 1_000_000,
-                    )
+            try:
+                index = int(_get(row, "index", where))
+            except ValueError:
+                raise BenchmarkFormatError(f"{where}: index {row['index']!r} is not an integer") from None
+            if index in seen:
+                raise BenchmarkFormatError(f"{where}: index {index} appears twice")
+            seen.add(index)
+            hint = row.get("hint")
+            image = _get(row, "image", where)
+            out.append(
+                EvalSample(
+                    id=str(index),
+                    question=_get(row, "question", where),
+                    image_b64=image,
+                    choices={c: row[c] for c in letters},
+                    label=answer,
+                    # LLaVA's is_none also drops a hint spelled "none" / "nan" in any case
+                    context=hint if _present(hint) and hint.lower() not in ("none", "nan") else None,
+                    category=row.get("category"),
+                    index=index,
                 )
+            )
+        # VLMEvalKit's TSVs may store a copy's image as the index of the row that holds it
+        by_index = {s.index: s.image_b64 for s in out}
+        for s in out:
+            if len(s.image_b64) <= 64:
+                ref = by_index.get(int(s.image_b64)) if s.image_b64.strip().isdigit() else None
+                if ref is None or len(ref) <= 64:
+                    raise BenchmarkFormatError(f"{path} index {s.index}: image {s.image_b64!r} is no image")
+                s.image_b64 = ref
         return out
 
 
@@ -490,7 +544,8 @@ class RefCOCO(Benchmark):
 
     def read(self) -> list[EvalSample]:
         with _path(self.refs, "RefCOCO refs").open("rb") as f:
-            refs = pickle.load(f)  # the refer toolkit's own format
+            # the refer toolkit's pickles were written by Python 2: its byte strings are read as latin-1
+            refs = pickle.load(f, encoding="latin1")
         inst = _json(self.instances, "RefCOCO instances")
         images = {im["id"]: im for im in _get(inst, "images", str(self.instances))}
         boxes = {a["id"]: a["bbox"] for a in _get(inst, "annotations", str(self.instances))}
@@ -513,6 +568,7 @@ class RefCOCO(Benchmark):
                         question=_get(s, "sent", where),
                         image=path,
                         box=box,
+                        image_size=(im["width"], im["height"]),
                         category=self.split,
                     )
                 )

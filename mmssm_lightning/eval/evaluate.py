@@ -13,6 +13,7 @@ Under ``torchrun`` each rank takes a shard of every benchmark; the metrics sync 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -150,8 +151,10 @@ class Evaluator:
         to 1: Prismatic's ``return_string_probabilities``); None for generation."""
         input_ids, mask, pixels = self._inputs(samples, protocol)
         if protocol.scoring == "generate":
-            texts = self.model.generate(input_ids, mask, pixels, protocol.max_new_tokens)
-            return [t.strip() for t in texts], None
+            texts = self.model.generate(
+                input_ids, mask, pixels, protocol.max_new_tokens, keep_special_tokens=protocol.raw_output
+            )
+            return (texts if protocol.raw_output else [t.strip() for t in texts]), None
         logp = self.model.next_token_logprobs(input_ids, mask, pixels)
         cand = self._candidate_ids(protocol.candidates)
         names = list(cand)
@@ -194,10 +197,15 @@ class Evaluator:
         return {"n": len(samples), "metrics": {k: float(v) for k, v in metric.compute().items()}}
 
 
-def protocol_record(name: str, entry: DictConfig) -> dict:
-    """What produced a number: the protocol's name and this benchmark's settings, as plain data."""
+def protocol_record(name: str, entry: DictConfig, protocol: BenchmarkProtocol | None = None) -> dict:
+    """What produced a number: the protocol's name and this benchmark's settings, as plain data (with
+    ``protocol``, also the settings its class fills in, e.g. Pythia-VL's raw outputs)."""
     record = OmegaConf.to_container(entry, resolve=True)
     record.pop("_target_", None)
+    if protocol is not None:
+        for f in dataclasses.fields(protocol):
+            if f.name not in record and f.name != "metric":
+                record[f.name] = getattr(protocol, f.name)
     return {"protocol": name, **record}
 
 
@@ -247,7 +255,7 @@ def run_benchmarks(
         protocol = instantiate(entry, _convert_="all")
         benchmark = instantiate(benchmarks_cfg[name], _convert_="all")
         result = evaluator.run(name, benchmark, protocol, max_samples, output_dir)
-        result["protocol"] = protocol_record(protocol_cfg.name, entry)
+        result["protocol"] = protocol_record(protocol_cfg.name, entry, protocol)
         report["benchmarks"][name] = result
         if write:
             (output_dir / "results.json").write_text(json.dumps(report, indent=2))

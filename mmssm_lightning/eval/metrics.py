@@ -42,6 +42,7 @@ from mmssm_lightning.eval.parsing import (
     box_strict,
     can_infer,
     first_box,
+    pope_exact,
     pope_official,
     sqa_llava,
     sqa_lmms_correct,
@@ -214,9 +215,13 @@ class LabelAccuracy(_GroupedMean):
 
 
 class POPEMetric(Metric):
-    """POPE (Li et al. 2023): accuracy, precision, recall, F1 and the ratio of "yes" predictions, per
-    split (``category``: random / popular / adversarial) and their mean. A prediction the parser
-    calls neither yes nor no counts as wrong and as not-yes."""
+    """POPE (Li et al. 2023) as its ``evaluate.py`` (AoiDragon/POPE 08d957b) and LLaVA's
+    ``eval_pope.py`` (c121f04) score it: accuracy, precision, recall, F1 and the ratio of "yes"
+    predictions, per split (``category``: random / popular / adversarial) and their mean (LLaVA-1.5
+    reports the mean F1). A prediction the parser calls neither yes nor no counts as wrong and as
+    not-yes; where a precision or recall has no denominator (those scripts raise
+    ZeroDivisionError) it is 0. ``labels``: the (positive, negative) label pair, ("true", "false")
+    for image-text matching (Pythia-VL's VSR)."""
 
     full_state_update = False
     _FIELDS = ("tp", "fp", "tn", "fn", "yes", "n")
@@ -225,28 +230,33 @@ class POPEMetric(Metric):
         self,
         parser: Callable[[str], str] = pope_official,
         splits: Sequence[str] = ("random", "popular", "adversarial"),
+        labels: Sequence[str] = ("yes", "no"),
     ) -> None:
         super().__init__()
         self.parser = parser
         self.splits = list(splits)
+        self.positive, self.negative = labels
         self.add_state(
             "table",
             default=torch.zeros(len(self.splits) + 1, len(self._FIELDS), dtype=torch.float64),
             dist_reduce_fx="sum",
         )
 
+    def _row(self, pred: str, label: str | None) -> torch.Tensor:
+        row = torch.zeros(len(self._FIELDS), dtype=torch.float64)
+        if pred == self.positive:
+            row[0 if label == self.positive else 1] = 1
+            row[4] = 1
+        elif pred == self.negative:
+            row[2 if label == self.negative else 3] = 1
+        elif label == self.positive:
+            row[3] = 1  # unparseable on a positive: a miss
+        row[5] = 1
+        return row
+
     def update(self, preds: Sequence[str], samples: Sequence[EvalSample]) -> None:
         for p, s in zip(preds, samples):
-            pred, label = self.parser(p), s.label
-            row = torch.zeros(len(self._FIELDS), dtype=torch.float64)
-            if pred == "yes":
-                row[0 if label == "yes" else 1] = 1
-                row[4] = 1
-            elif pred == "no":
-                row[2 if label == "no" else 3] = 1
-            elif label == "yes":
-                row[3] = 1  # unparseable on a positive: a miss
-            row[5] = 1
+            row = self._row(self.parser(p), s.label)
             self.table[-1] += row
             if s.category in self.splits:
                 self.table[self.splits.index(s.category)] += row
@@ -264,18 +274,55 @@ class POPEMetric(Metric):
             "yes_ratio": yes / n,
         }
 
-    def compute(self) -> dict[str, torch.Tensor]:
-        out = {}
-        per_split = []
+    def _per_split(self) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
+        out, per_split = {}, []
         for i, split in enumerate(self.splits):
             if self.table[i, 5] > 0:
                 sc = self.scores(*self.table[i])
                 per_split.append(sc)
                 out.update({f"{k}/{split}": v for k, v in sc.items()})
+        return out, per_split
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        out, per_split = self._per_split()
         if per_split:  # the papers report the mean over the three splits
             out.update({k: torch.stack([sc[k] for sc in per_split]).mean() for k in per_split[0]})
         else:
             out.update(self.scores(*self.table[-1]))
+        return out
+
+
+class LmmsPOPEMetric(POPEMetric):
+    """lmms-eval's POPE (``tasks/pope/utils.py``, 75571cf), pooled over all samples (per split
+    too): correct iff the lower-cased, stripped answer is the label (``parsing.pope_exact``); recall
+    counts only a literal "no" on a positive as a miss (any other answer leaves its denominator),
+    and ``yes_ratio`` is the share of *labels* that are yes."""
+
+    def __init__(
+        self,
+        parser: Callable[[str], str] = pope_exact,
+        splits: Sequence[str] = ("random", "popular", "adversarial"),
+    ) -> None:
+        super().__init__(parser, splits)
+
+    def _row(self, pred: str, label: str | None) -> torch.Tensor:
+        row = torch.zeros(len(self._FIELDS), dtype=torch.float64)
+        if label == "yes":
+            row[4] = 1
+            if pred == "yes":
+                row[0] = 1
+            elif pred == "no":
+                row[3] = 1
+        elif pred == "yes":
+            row[1] = 1
+        elif pred == "no":
+            row[2] = 1
+        row[5] = 1
+        return row
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        out, _ = self._per_split()
+        out.update(self.scores(*self.table[-1]))
         return out
 
 
@@ -355,8 +402,8 @@ MCRule = Literal["llava_sqa", "lmms", "can_infer"]
 
 
 def choice_correct(pred: str, sample: EvalSample, rule: MCRule) -> bool:
-    if rule == "llava_sqa":
-        return sqa_llava(pred, tuple(sample.choices or "ABCDE")) == sample.label
+    if rule == "llava_sqa":  # eval_science_qa.py parses with its --options default, A-E, whatever the choices
+        return sqa_llava(pred) == sample.label
     if rule == "lmms":
         return sqa_lmms_correct(pred, sample.label)
     if rule == "can_infer":
@@ -377,36 +424,64 @@ class MultipleChoiceAccuracy(_GroupedMean):
 
 
 class MMBenchCircular(Metric):
-    """MMBench CircularEval (Liu et al. 2023): a question counts only if it is answered right under
-    every rotation of its options (rows ``index + k * 1e6``). Also the plain accuracy over all rows
-    and over the unrotated rows."""
+    """MMBench CircularEval (Liu et al. 2023) as VLMEvalKit's ``mcq_circular_eval`` scores it without a
+    judge (``dataset/utils/multiple_choice.py``, e8e78f0): the TSV's rows ``index + k * 1e6`` are one
+    question with its options rotated k times; a question is scored where its unrotated row
+    (``index < 1e6``) is present, and counts only if every row's letter (``rule``, VLMEvalKit's
+    ``can_infer``) is that row's answer (no letter, or "Z", is a miss). ``categories``: the names whose
+    accuracy is also reported (the unrotated row's ``category``). Also the plain accuracy over all
+    rows and over the unrotated rows."""
 
     full_state_update = False
 
-    def __init__(self, rule: MCRule = "can_infer") -> None:
+    def __init__(self, rule: MCRule = "can_infer", categories: Sequence[str] | None = None) -> None:
         super().__init__()
         self.rule = rule
-        for name in ("question", "rotation", "correct"):
+        self.categories = list(categories or [])
+        for name in ("question", "rotation", "correct", "category"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
     def update(self, preds: Sequence[str], samples: Sequence[EvalSample]) -> None:
         for p, s in zip(preds, samples):
+            if s.index is None:
+                raise ValueError(f"MMBench sample {s.id} has no index (the TSV's 'index' column)")
             self.question.append(torch.tensor([s.index % 1_000_000]))
             self.rotation.append(torch.tensor([s.index // 1_000_000]))
             self.correct.append(torch.tensor([float(choice_correct(p, s, self.rule))], dtype=torch.float64))
+            cat = self.categories.index(s.category) if s.category in self.categories else -1
+            self.category.append(torch.tensor([cat]))
 
     def compute(self) -> dict[str, torch.Tensor]:
         if len(self.question) == 0:
             return {}
-        q, r, c = _cat(self.question), _cat(self.rotation), _cat(self.correct)
-        hits = defaultdict(lambda: True)
-        for qi, ci in zip(q.tolist(), c.tolist()):
-            hits[qi] = hits[qi] and ci == 1.0
-        return {
-            "circular_accuracy": torch.tensor([float(v) for v in hits.values()], dtype=torch.float64).mean(),
+        q, r, c, cat = _cat(self.question), _cat(self.rotation), _cat(self.correct), _cat(self.category)
+        index = (q + r * 1_000_000).tolist()
+        hits = circular_hits(index, [ci == 1.0 for ci in c.tolist()])
+        category = {qi: ki for qi, ri, ki in zip(q.tolist(), r.tolist(), cat.tolist()) if ri == 0}
+        f64 = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+        out = {
+            "circular_accuracy": f64([float(h) for h in hits.values()]).mean(),
             "vanilla_accuracy": c.mean(),
             "vanilla_accuracy/rotation0": c[r == 0].mean(),
         }
+        for k, name in enumerate(self.categories):
+            of_k = [float(h) for qi, h in hits.items() if category[qi] == k]
+            if of_k:
+                out[f"circular_accuracy/{name}"] = f64(of_k).mean()
+        return out
+
+
+def circular_hits(index: Sequence[int], correct: Sequence[bool]) -> dict[int, bool]:
+    """CircularEval's verdict per question (``index % 1e6``) that has its unrotated row: every row of
+    the question right (VLMEvalKit ``mcq_circular_eval``: rows of a question without one are dropped)."""
+    right: dict[int, bool] = defaultdict(lambda: True)
+    main = []
+    for i, ok in zip(index, correct):
+        g = i % 1_000_000
+        right[g] = right[g] and bool(ok)
+        if i == g:
+            main.append(g)
+    return {g: right[g] for g in main}
 
 
 class TallyQAAccuracy(_GroupedMean):
@@ -434,8 +509,10 @@ class TallyQAAccuracy(_GroupedMean):
 
 class BoxAccuracy(_GroupedMean):
     """Referring-expression accuracy: IoU of the parsed box with ``sample.box`` (normalised x0 y0 x1 y1)
-    at least ``threshold`` (``inclusive``) or above it (Pythia-VL's > 0.5). ``parser``: ``strict``
-    (one well-formed normalised box) or ``lenient`` (lmms-eval: the first four numbers)."""
+    at least ``threshold`` (``inclusive``) or above it. ``parser``: ``strict`` (one well-formed
+    normalised box) or ``lenient`` (lmms-eval's ``utils_rec.py``: the first "[a, b, c, d]", else
+    zeros; a zero-area union, where lmms-eval raises, is a miss). Pythia-VL's boxes:
+    :class:`~mmssm_lightning.eval.pythia_vl.PythiaVLBoxAccuracy`."""
 
     def __init__(
         self,

@@ -5,10 +5,13 @@ Each parser reproduces a named scorer, because the papers' numbers depend on whi
 * yes/no — POPE's official ``evaluate.py`` (first sentence, "no"/"not" anywhere -> no, else yes)
   or lmms-eval's exact match; MME's ``calculation.py`` (first 4 characters) or lmms-eval's variant.
 * letters — LLaVA's ``eval_science_qa.py``; lmms-eval's ScienceQA match; VLMEvalKit's ``can_infer``
-  (MMBench) with its treatment of a stand-alone "A" as an article.
-* counts — VLMEvalKit's TallyQA integer extraction (0-20, digits or words).
+  (MMBench: a lone option letter among the last words, "answer is X", or a unique option text).
+* counts — VLMEvalKit's TallyQA integer extraction (0-20, ASCII digits or words, as whole words).
 * boxes — a strict parser (the whole answer is one ``[x0, y0, x1, y1]`` in [0, 1], x0 < x1,
-  y0 < y1) and lmms-eval's lenient one (the first four numbers anywhere; none -> all zeros).
+  y0 < y1) and lmms-eval's lenient one (the first "[a, b, c, d]" anywhere; none -> all zeros).
+
+Each agrees with its harness's own code on the cases of ``tests/fixtures/eval/*_cases.json``;
+Pythia-VL's answer handling is in :mod:`~mmssm_lightning.eval.pythia_vl`.
 """
 
 from __future__ import annotations
@@ -76,9 +79,12 @@ def sqa_llava(text: str, options: Sequence[str] = ("A", "B", "C", "D", "E")) -> 
 
 
 def sqa_lmms_correct(text: str, target: str) -> bool:
-    """lmms-eval's ScienceQA: the stripped answer is the letter, or starts with "<letter>."."""
-    t = text.strip()
-    return t == target or t.startswith(target + ".")
+    """lmms-eval ``scienceqa/utils.py`` ``sqa_process_results`` (75571cf): the stripped answer is the
+    letter in either case, or starts with an upper-case character and "." whose lower case is it."""
+    pred, target = text.strip(), target.strip().lower()
+    if pred.lower() == target:
+        return True
+    return len(pred) >= 2 and pred[0].isupper() and pred[1] == "." and pred[0].lower() == target
 
 
 _REJECTIONS = (
@@ -87,9 +93,13 @@ _REJECTIONS = (
     "I'm sorry, but without the image provided",
     "Cannot determine the answer",
 )
+_VERBOSE_ANSWER = re.compile(r"(?i)(?:correct\s+)?answer\s+is\s+\**([ABCD])\**")
 
 
 def can_infer_option(text: str, choices: Mapping[str, str]) -> str | bool:
+    """VLMEvalKit ``vlmeval/utils/matching_util.py`` ``can_infer_option`` (e8e78f0): a refusal -> "Z";
+    exactly one option letter among the words (after ``.()[],:;!*#{}`` become spaces), and it is one
+    of the last four words -> that letter; no letter but a "Z" word -> "Z"; else "answer is X"."""
     if "Failed to obtain answer via API" in text:
         return False
     if any(r in text for r in _REJECTIONS):
@@ -98,20 +108,25 @@ def can_infer_option(text: str, choices: Mapping[str, str]) -> str | bool:
     for c in ".()[],:;!*#{}":
         mod = mod.replace(c, " ")
     splits = [x.strip() for x in mod.split()]
-    # "A" is an article as often as an option: in a sentence that names another option too, drop it
-    # (VLMEvalKit: "A might be a quantifier in the string").
-    if "A" in splits and len(splits) > 3 and sum(c in splits for c in choices if c != "A") == 1:
-        splits = [s for s in splits if s != "A"]
     found = [c for c in choices if c in splits]
     if len(found) == 1:
-        return found[0]
-    if not found and sum(s in ("Z", "") for s in splits) == 1:
+        for c in choices:  # VLMEvalKit tests every option: the unique one is the one that can pass
+            if c in splits and splits.index(c) > len(splits) - 5:
+                return c
+    elif not found and sum(z in splits for z in ("Z", "")) == 1:
         return "Z"
+    m = _VERBOSE_ANSWER.search(text)
+    if m and m.group(1).upper() in choices:
+        return m.group(1).upper()
     return False
 
 
 def can_infer_text(text: str, choices: Mapping[str, str]) -> str | bool:
+    """VLMEvalKit ``can_infer_text``: the one option whose text (lower case) is in the answer, unless the
+    answer is longer than twice all option texts together."""
     t = text.lower()
+    if len(t) > 2 * sum(len(str(v)) for v in choices.values()):
+        return False
     cands = [k for k, v in choices.items() if str(v).lower() in t]
     return cands[0] if len(cands) == 1 else False
 
@@ -123,39 +138,22 @@ def can_infer(text: str, choices: Mapping[str, str]) -> str | bool:
 
 # -- counts --------------------------------------------------------------------------------------
 
-_NUMBER_WORDS = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-    "twenty",
-]
+_NUMBER_WORDS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen twenty"
+).split()
+# \b is Unicode-aware: "3_dogs", "é3" and "03" hold no count, "3.5" and "twenty-one" do (3, 20)
+_TALLY = re.compile(r"(\b([0-9]|1[0-9]|20)\b|\b(" + "|".join(_NUMBER_WORDS) + r")\b)")
 
 
 def tally_int(text: str) -> int | None:
-    """VLMEvalKit's TallyQA parse: the first word that is 0-20 in digits or words, else None."""
-    for token in re.split(r"[^0-9a-zA-Z]+", text.lower()):
-        if token.isdigit() and int(token) <= 20:
-            return int(token)
-        if token in _NUMBER_WORDS:
-            return _NUMBER_WORDS.index(token)
-    return None
+    """VLMEvalKit ``dataset/utils/tallyqa.py`` ``text_to_int`` (e8e78f0): the first 0-20, in ASCII
+    digits or English words, standing as a word of the lower-cased answer; else None."""
+    m = _TALLY.search(str(text).lower())
+    if m is None:
+        return None
+    found = m.group()
+    return int(found) if found.isdigit() else _NUMBER_WORDS.index(found)
 
 
 # -- boxes ---------------------------------------------------------------------------------------
@@ -182,9 +180,15 @@ def first_box(text: str) -> tuple[float, float, float, float] | None:
     return tuple(nums) if len(nums) == 4 else None  # type: ignore[return-value]
 
 
+_NUM_LMMS = r"(-?\d+(?:\.\d+)?)"
+_LMMS_BOX = re.compile(rf"\[\s*{_NUM_LMMS},\s*{_NUM_LMMS},\s*{_NUM_LMMS},\s*{_NUM_LMMS}\s*\]")
+
+
 def box_lenient(text: str) -> tuple[float, float, float, float]:
-    """lmms-eval: the first four numbers anywhere in the answer; none found -> (0, 0, 0, 0)."""
-    return first_box(text) or (0.0, 0.0, 0.0, 0.0)
+    """lmms-eval ``refcoco/utils_rec.py`` ``parse_float_sequence_within`` (75571cf): the first
+    "[a, b, c, d]" anywhere (no space before a comma; Unicode digits count), else (0, 0, 0, 0)."""
+    m = _LMMS_BOX.search(text)
+    return tuple(float(v) for v in m.groups()) if m else (0.0, 0.0, 0.0, 0.0)  # type: ignore[return-value]
 
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float | None:

@@ -27,6 +27,10 @@ class BenchmarkProtocol:
     max_new_tokens: generation length.
     option_format / option_sep: how ``{options}`` lists the choices.
     context_format: how a present ``context`` (hint, OCR tokens) enters ``{context}``; null: never shown.
+    question_remove: text cut out of the question first (LLaVA's MME prompt drops the benchmark's own
+        " Please answer yes or no.").
+    raw_output: score the decoded output as is: special tokens kept up to the first EOS, no stripping
+        (harnesses that cut the answer at ".<EOS>", e.g. Pythia-VL's).
     """
 
     prompt: str
@@ -38,6 +42,8 @@ class BenchmarkProtocol:
     option_sep: str = "\n"
     context_format: str | None = "{context}\n"
     description: str = ""
+    question_remove: str | None = None
+    raw_output: bool = False
 
     def __post_init__(self) -> None:
         if self.scoring not in ("generate", "likelihood"):
@@ -54,4 +60,8 @@ class BenchmarkProtocol:
             if self.context_format and sample.context
             else ""
         )
-        return self.prompt.format(question=sample.question, options=options, context=context)
+        return self.prompt.format(question=self.question(sample), options=options, context=context)
+
+    def question(self, sample: EvalSample) -> str:
+        q = sample.question
+        return q.replace(self.question_remove, "") if self.question_remove else q

@@ -24,6 +24,9 @@ class EvalSample:
     group: items scored together (MME: the image of a question pair).
     index: MMBench row index (rotation k of question q is q + k * 1e6).
     box: target box, normalised (x0, y0, x1, y1).
+    image_size: (width, height) of the image in pixels, where a scorer works in pixels (RefCOCO).
+    ocr: text found in the image, where a prompt may show it: TextVQA's Rosetta tokens, AI2D's text
+        labels as "id: value" (None: not read, or nothing found).
     """
 
     id: str
@@ -38,6 +41,8 @@ class EvalSample:
     group: str | None = None
     index: int | None = None
     box: tuple[float, float, float, float] | None = None
+    image_size: tuple[int, int] | None = None
+    ocr: list[str] | None = None
 
     def load_image(self) -> Image.Image | None:
         if self.image_b64 is not None:

@@ -151,12 +151,20 @@ class VisionLanguageModel(nn.Module):
         attention_mask: torch.Tensor,
         pixel_values: torch.Tensor | None = None,
         max_new_tokens: int = 32,
+        keep_special_tokens: bool = False,
     ) -> list[str]:
-        """Greedy answers for a batch of prompts (any padding side in; left-padded for the LM)."""
+        """Greedy answers for a batch of prompts (any padding side in; left-padded for the LM).
+        ``keep_special_tokens``: each answer decoded up to and including its first EOS, special
+        tokens kept, as ``tokenizer.decode`` of a batch-of-one generation gives it (the harnesses
+        that cut answers at ".<EOS>")."""
         image_embeds = self.encode_images(pixel_values) if pixel_values is not None else None
         embeds, mask, _ = self.splice(input_ids, attention_mask, image_embeds, None, "left")
         out = self.llm.generate(embeds, mask, max_new_tokens)
-        return self.tokenizer.batch_decode(out, skip_special_tokens=True)
+        if not keep_special_tokens:
+            return self.tokenizer.batch_decode(out, skip_special_tokens=True)
+        eos = self.tokenizer.eos_token_id
+        rows = [row[: row.index(eos) + 1] if eos in row else row for row in out.tolist()]
+        return [self.tokenizer.decode(row, skip_special_tokens=False) for row in rows]
 
     @torch.no_grad()
     def next_token_logprobs(
