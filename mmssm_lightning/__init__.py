@@ -1,8 +1,9 @@
 """mmssm-lightning: Mamba vision-language models, composed with Hydra, trained with Lightning."""
 
-from mmssm_lightning._torchvision_compat import ensure_importable as _ensure_torchvision
+from mmssm_lightning._torchvision_compat import install_import_hook as _install_torchvision_hook
 
-# Must run before anything imports timm or transformers (both import torchvision).
-_ensure_torchvision()
+# Before anything imports timm or transformers (both import torchvision). This file also runs at
+# interpreter start where the CPU installer wrote its .pth file: keep it free of heavy imports.
+_install_torchvision_hook()
 
 __version__ = "0.1.0"
