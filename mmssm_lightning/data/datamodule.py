@@ -200,12 +200,21 @@ class VLMDataModule(BaseDataModule):
         self.check_images = check_images
         self.cache_dir = cache_dir
 
-    def prepare_data(self) -> None:
+    def _generate(self) -> None:
         if self.synthetic is not None:
-            self.synthetic.generate(self.root)
+            self.synthetic.generate(self.root)  # no-op when done before (the spec is stamped)
+
+    def prepare_data(self) -> None:
+        self._generate()
+        if self.check_images:
+            # Lightning runs this on one process per node before the others set up: the images of
+            # every split are decoded once there, and the other ranks find them in the cache.
+            for split in ("train", "val", "test"):
+                if self.has_split(split):
+                    self.dataset(split)
 
     def setup(self, stage: str | None = None) -> None:
-        self.prepare_data()  # no-op when prepare_data already did it (the spec is stamped)
+        self._generate()
         super().setup(stage)
 
     def has_split(self, split: str) -> bool:
