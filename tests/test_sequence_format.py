@@ -327,7 +327,7 @@ def test_grounding_stops_at_exactly_95_percent(tmp_path):
 
 
 def test_stop_rule_needs_its_metric():
-    from mmssm_lightning.lit.callbacks import StopAtThreshold
+    from mmssm_lightning.lit.stopping import StopAtThreshold
 
     cb = StopAtThreshold("val/acc/mean", 0.95)
     from types import SimpleNamespace

@@ -60,6 +60,7 @@ class RandomVLMDataModule(BaseDataModule):
         global_batch_size: int = 128,
         per_device_batch_size: int = 16,
         num_workers: int = 2,
+        shuffle_seed: int = 0,
     ) -> None:
         super().__init__(
             tokenizer,
@@ -71,6 +72,7 @@ class RandomVLMDataModule(BaseDataModule):
             num_workers,
             None,
             ("default",),
+            shuffle_seed,
         )
         self.num_samples, self.text_tokens, self.seed = num_samples, text_tokens, seed
 

@@ -122,6 +122,7 @@ class GroundingSyntheticDataModule(BaseDataModule):
         eval_batch_size: int = 250,
         num_workers: int = 0,
         max_length: int | None = None,
+        shuffle_seed: int = 0,
     ) -> None:
         if not 1 <= seq_len <= num_special_tokens:
             raise ValueError(
@@ -138,6 +139,7 @@ class GroundingSyntheticDataModule(BaseDataModule):
             num_workers,
             max_length,
             tasks,
+            shuffle_seed,
         )
         self.seq_len, self.num_special_tokens, self.seed, self.query_first = (
             seq_len,

@@ -197,6 +197,29 @@ class SequenceBuilder:
         """Training sequence: every turn, answers supervised."""
         return self._tokenize(self.prompt.segments(turns, has_image, self.tokenizer.eos_token, instruction))
 
+    def supervises(self, turns: Sequence[dict], has_image: bool, instruction: str | None = None) -> bool:
+        """Whether at least one answer token survives ``max_length`` as a loss target.
+
+        Only the first answer can matter, and only the tokens before it can push it out. Those are
+        bounded without tokenising: a token covers at least one byte of its text, and a tokenizer
+        adds at most one token per call (SentencePiece's dummy prefix) -- so most records of a real
+        mix are settled by a byte count and only long first prompts are tokenised.
+        """
+        if self.max_length is None:
+            return True
+        segs = self.prompt.segments(turns[:2], has_image, self.tokenizer.eos_token, instruction)
+        first = next((i for i, s in enumerate(segs) if s.supervised), None)
+        if first is None:
+            return False
+        before = segs[:first]
+        bound = int(self.prompt.add_bos) + sum(
+            1 if s.text is None else len(s.text.encode()) + 1 for s in before
+        )
+        if before and bound < self.max_length:
+            return True  # the first answer token sits at 1 <= position <= bound < max_length
+        labels = self._tokenize(segs).labels
+        return bool((labels[1:] != IGNORE_INDEX).any())  # position 0 is never a target
+
     def encode_prompt(
         self, turns: Sequence[dict], has_image: bool, instruction: str | None = None
     ) -> torch.Tensor:
