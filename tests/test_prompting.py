@@ -155,15 +155,16 @@ def test_task_aware_eval_prompts_split_after_the_instruction():
     after the instruction; a caption prompt (instruction only) puts it after the whole prompt."""
     b = SequenceBuilder(TOK, load_prompt("plain", image_position="after_instruction"))
     protocol = OmegaConf.load(f"{CONF_DIR}/protocol/pythia_vl.yaml").benchmarks
-    vqa = protocol.vqav2.prompt.format(question="What is the light green item?")
-    before, after = _around_image(b.encode_prompt([{"from": "human", "value": vqa}], True))
-    assert (before, after) == (VQA_INSTRUCTION, "\nQuestion: What is the light green item?\nAnswer:\n")
-    ground = protocol.refcoco_testA.prompt.format(question="Dog's eye is black")
-    before, after = _around_image(b.encode_prompt([{"from": "human", "value": ground}], True))
-    assert (before, after) == ("Locate the region that is described by", "\nDog's eye is black\n")
+    suffix = b.prompt.user_suffix.format(eos=TOK.eos_token)
+    for name, fill in (("vqav2", "What is the light green item?"), ("refcoco_testA", "Dog's eye is black")):
+        text = protocol[name].prompt.format(question=fill)
+        instruction, rest = text.split("\n", 1)
+        before, after = _around_image(b.encode_prompt([{"from": "human", "value": text}], True))
+        assert (before, after) == (instruction, f"\n{rest}{suffix}"), name
+        assert fill in after  # the question stays after the image
     caption = protocol.coco_captions.prompt
     before, after = _around_image(b.encode_prompt([{"from": "human", "value": caption}], True))
-    assert (before, after) == ("Provide a one-sentence caption for the provided image", "\n")
+    assert (before, after) == (caption.split("\n", 1)[0].rstrip(), caption[len(before) :] + suffix)
 
 
 def test_demo_question_is_its_own_instruction():

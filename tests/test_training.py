@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from mmssm_lightning.train import run
 from tests.conftest import SHARED_CACHE, SMALL_DATA, compose_cfg
@@ -101,9 +102,9 @@ def test_two_point_multirun(tmp_path):
     lrs = []
     for j in jobs:
         assert (j / "results.json").exists()
-        text = (j / "config_resolved.yaml").read_text()
-        lrs += [line.split(":")[1].strip() for line in text.splitlines() if line.strip().startswith("lr:")]
-    assert lrs == ["0.001", "0.002"]
+        resolved = OmegaConf.load(j / "config_resolved.yaml")
+        lrs.append(resolved.optim.optimizer.lr)
+    assert lrs == [0.001, 0.002]
 
 
 def test_bad_override_is_a_short_clear_error(tmp_path):
