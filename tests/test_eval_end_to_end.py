@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from mmssm_lightning.constants import CONF_DIR
 from mmssm_lightning.data.synthetic_benchmarks import write_benchmarks
 from mmssm_lightning.eval.evaluate import Evaluator, evaluate, load_checkpoint
+from mmssm_lightning.inference import Engine
 from mmssm_lightning.train import run
 from tests.conftest import SHARED_CACHE, compose_cfg
 
@@ -131,7 +132,7 @@ def test_likelihood_picks_the_highest_first_token(checkpoint, synth):
     proto = instantiate(cfg.protocol.benchmarks.pope, _convert_="all")
     samples = POPE({"random": synth / "pope/coco_pope_random.json"}, synth / "coco/val2014").samples()[:3]
     ids, mask, pixels = ev._inputs(samples, proto)
-    logp = model.next_token_logprobs(ids, mask, pixels)
+    logp = Engine(model).next_token_logprobs(ids, mask, pixels)
     cand = ev._candidate_ids(proto.candidates)
     want = [
         "yes" if torch.logsumexp(logp[i, cand["yes"]], 0) > torch.logsumexp(logp[i, cand["no"]], 0) else "no"

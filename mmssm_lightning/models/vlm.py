@@ -2,7 +2,8 @@
 
 Token ids carry one ``IMAGE_TOKEN_ID`` per image-bearing sample; :meth:`splice` replaces it with
 the projected visual tokens, so every image position of :mod:`~mmssm_lightning.data.prompting`
-(first, at ``<image>``, after the instruction) is served by the same code. An optional
+(first, at ``<image>``, after the instruction) is served by the same code; ``splice(...,
+padding_side="left")`` is what :class:`~mmssm_lightning.inference.engine.Engine` prefills from. An optional
 :class:`~mmssm_lightning.models.framing.ImageFraming` wraps the visual tokens in text separators
 (Pythia-VL's ``##`` / ``&&``). Without a vision tower the model is the bare LM (the synthetic
 grounding task of Pythia-VL vs Mamba-VL §5.3.2).
@@ -144,25 +145,5 @@ class VisionLanguageModel(nn.Module):
         where, targets = supervised_positions(labels)
         return selected_lm_loss(self.llm(embeds, mask, where), targets, where, normalization)
 
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        pixel_values: torch.Tensor | None = None,
-        max_new_tokens: int = 32,
-    ) -> list[str]:
-        """Greedy answers for a batch of prompts (any padding side in; left-padded for the LM)."""
-        image_embeds = self.encode_images(pixel_values) if pixel_values is not None else None
-        embeds, mask, _ = self.splice(input_ids, attention_mask, image_embeds, None, "left")
-        out = self.llm.generate(embeds, mask, max_new_tokens)
-        return self.tokenizer.batch_decode(out, skip_special_tokens=True)
-
-    @torch.no_grad()
-    def next_token_logprobs(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Log-probabilities (B, V) of the token after each prompt (likelihood scoring of answers)."""
-        image_embeds = self.encode_images(pixel_values) if pixel_values is not None else None
-        embeds, mask, _ = self.splice(input_ids, attention_mask, image_embeds, None, "left")
-        return torch.log_softmax(self.llm.last_logits(embeds, mask).float(), dim=-1)
+    # Generation and likelihood scoring live in mmssm_lightning.inference.Engine: decoding keeps
+    # per-batch state (static Mamba state, CUDA graphs, KV caches) that a module should not carry.
