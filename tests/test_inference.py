@@ -218,4 +218,4 @@ def test_engine_on_gpu_pads_batches_to_one_graph_and_stays_invariant(cfg_factory
             stop_at_eos=False,
         )
         assert torch.equal(one.tokens[0], batched.tokens[i])
-    assert list(engine._decoders) == [4] and len(engine._encode.graphs) == 1
+    assert list(engine._decoders) == [4] and len(engine.encode_images.graphs) == 1

@@ -121,9 +121,9 @@ class Engine:
         self.graph_prefill = graph_prefill
         self.length_multiple = length_multiple or (16 if cuda and fast else 1)
         self.autotune = autotune
-        self._encode = model.encode_images
+        self.encode_images = model.encode_images
         if self.cuda_graph and model.vision is not None:
-            self._encode = CudaGraphed(model.encode_images)
+            self.encode_images = CudaGraphed(model.encode_images)
         self._decoders: OrderedDict[int, MambaDecoder] = OrderedDict()
         tok = model.tokenizer
         self.eos_token_id = tok.eos_token_id
@@ -150,14 +150,14 @@ class Engine:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Towers + projector, visual tokens spliced in, left-padded to ``length_multiple``:
         embeddings (B, L, D) and mask (B, L)."""
-        image_embeds = self._encode(pixel_values) if pixel_values is not None else None
+        image_embeds = self.encode_images(pixel_values) if pixel_values is not None else None
         embeds, mask, _ = self.model.splice(input_ids, attention_mask, image_embeds, None, "left")
         extra = -embeds.shape[1] % self.length_multiple
         if extra:
             embeds, mask = F.pad(embeds, (0, 0, extra, 0)), F.pad(mask, (extra, 0))
         return embeds, mask
 
-    def _decoder(self, batch: int) -> MambaDecoder:
+    def decoder(self, batch: int) -> MambaDecoder:
         dec = self._decoders.get(batch)
         if dec is None:
             graph_prefill = self.graph_prefill if self.graph_prefill is not None else batch <= 4
@@ -226,7 +226,7 @@ class Engine:
 
     def _mamba_generate(self, embeds, mask, max_new_tokens: int, eos: int | None, clock: Clock):
         batch = embeds.shape[0]
-        dec = self._decoder(batch)
+        dec = self.decoder(batch)
         dec.prefill(embeds, None if bool(mask.all()) else mask)
         first = clock.mark()
         out = torch.full((batch, max_new_tokens), self.pad_token_id, dtype=torch.long, device=self.device)
@@ -265,7 +265,7 @@ class Engine:
             input_ids, attention_mask, pixel_values, n = self._rows(input_ids, attention_mask, pixel_values)
             embeds, mask = self.prompt_embeds(input_ids, attention_mask, pixel_values)
             if self.backend == "mamba":
-                dec = self._decoder(embeds.shape[0])
+                dec = self.decoder(embeds.shape[0])
                 dec.prefill(embeds, None if bool(mask.all()) else mask)
                 logits = dec.logits
             else:

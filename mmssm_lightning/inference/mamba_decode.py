@@ -73,6 +73,24 @@ def _conv_update_torch(x, conv_state, weight, bias):
     return F.silu(out).to(x.dtype)
 
 
+def _scan_torch(x, delta, A, B, C, D, z, dt_bias):
+    """The prefill's selective scan without the kernels: the step's recurrence run over the prompt
+    (float32; x, delta, z (b, d, L), B, C (b, N, L)). Returns y (b, d, L) in x's dtype and the last
+    state (b, d, N). For inference this is ~15x faster on CPU than the chunked scan of
+    :mod:`~mmssm_lightning.models.ssm`, which keeps backward's memory low instead."""
+    delta = F.softplus(delta.float() + dt_bias.float()[:, None])
+    decay = torch.exp(delta.unsqueeze(-1) * A[:, None, :])  # (b, d, L, N)
+    inputs = (delta * x.float()).unsqueeze(-1) * B.float().transpose(1, 2).unsqueeze(1)
+    C = C.float()
+    state = x.new_zeros(x.shape[0], x.shape[1], A.shape[1], dtype=torch.float32)
+    ys = []
+    for t in range(x.shape[-1]):
+        state = decay[:, :, t] * state + inputs[:, :, t]
+        ys.append((state * C[:, None, :, t]).sum(-1))
+    y = torch.stack(ys, dim=-1) + D.float()[:, None] * x.float()
+    return (y * F.silu(z.float())).to(x.dtype), state
+
+
 def _state_update_torch(state, x, dt, A, B, C, D, z, dt_bias):
     """One step of the recurrence in float32: state (b, d, n) updated in place; returns y (b, d)."""
     dt = F.softplus(dt.float() + dt_bias.float())
@@ -223,19 +241,24 @@ class MambaDecoder:
         x_dbl = torch.mm(m.x_proj.weight, x.transpose(0, 1).reshape(d, b * length))  # (R + 2N, b L)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=0)
         delta = torch.mm(m.dt_proj.weight, dt).view(d, b, length).transpose(0, 1)
-        y, last = selective_scan(
-            x,
-            delta,
-            self.A[i],
-            B.view(-1, b, length).transpose(0, 1).contiguous(),
-            C.view(-1, b, length).transpose(0, 1).contiguous(),
-            m.D.float(),
-            z,
-            m.dt_proj.bias.float(),
-            delta_softplus=True,
-            return_last_state=True,
-            backend=self.backend,
-        )
+        B = B.view(-1, b, length).transpose(0, 1).contiguous()
+        C = C.view(-1, b, length).transpose(0, 1).contiguous()
+        if use_kernels(self.backend, x):
+            y, last = selective_scan(
+                x,
+                delta,
+                self.A[i],
+                B,
+                C,
+                m.D.float(),
+                z,
+                m.dt_proj.bias.float(),
+                delta_softplus=True,
+                return_last_state=True,
+                backend="cuda",
+            )
+        else:
+            y, last = _scan_torch(x, delta, self.A[i], B, C, m.D, z, m.dt_proj.bias)
         self.ssm_state[i].copy_(last)
         out = F.linear(y.transpose(0, 1).reshape(d, b * length).t(), m.out_proj.weight, m.out_proj.bias)
         return out.view(b, length, -1)
