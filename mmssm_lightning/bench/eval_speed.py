@@ -49,8 +49,8 @@ from mmssm_lightning.build import random_weights
 from mmssm_lightning.constants import CONF_DIR
 from mmssm_lightning.data.collate import pad_sequences
 from mmssm_lightning.data.prompting import SequenceBuilder
-from mmssm_lightning.eval.speed import modelled_seconds, suite_estimate
 from mmssm_lightning.inference import Engine
+from mmssm_lightning.inference.speed import modelled_seconds, suite_estimate
 from mmssm_lightning.models.ssm import kernels
 from mmssm_lightning.utils import git_state
 

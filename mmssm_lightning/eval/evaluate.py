@@ -42,8 +42,8 @@ from mmssm_lightning.eval.distributed import gather, init_from_env, rank_world
 from mmssm_lightning.eval.pipeline import LeftPadCollate, PromptImages, batches, length_sorted, loader
 from mmssm_lightning.eval.protocols import BenchmarkProtocol
 from mmssm_lightning.eval.sample import EvalSample
-from mmssm_lightning.eval.speed import BatchTime, measured_seconds, suite_estimate, summarize
 from mmssm_lightning.inference import Engine
+from mmssm_lightning.inference.speed import BatchTime, measured_seconds, suite_estimate, summarize
 from mmssm_lightning.models.vlm import VisionLanguageModel
 
 
