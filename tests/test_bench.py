@@ -116,7 +116,8 @@ def test_eval_speed_dry_run_writes_every_number(tmp_path):
     from mmssm_lightning.bench.eval_speed import TARGETS, main
 
     out = tmp_path / "eval_speed.json"
-    args = ["--tiny", "--batches", "1", "--warmup", "0", "--invariance-prompts", "4", "--output", str(out)]
+    args = ["--tiny", "--batches", "1", "--warmup", "0", "--b1-batches", "2", "--invariance-prompts", "4"]
+    args += ["--output", str(out)]
     report = main(args)
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     for path in ("ours", "baseline"):

@@ -177,6 +177,10 @@ def test_engine_rejects_a_path_the_model_cannot_take(cfg_factory):
         Engine(model, backend="mamba")
     with pytest.raises(ValueError, match="inference backend must be one of"):
         Engine(model, backend="vllm")
+    mamba = build_model(cfg_factory(["llm=tiny_mamba"]))
+    with pytest.raises(ValueError, match="'hf_static' is for KV-cache LLMs"):
+        Engine(mamba, backend="hf_static")
+    assert Engine(mamba).name == "mamba_static_state" and Engine(model).name == "hf_generate (baseline)"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

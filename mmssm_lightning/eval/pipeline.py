@@ -60,8 +60,11 @@ class LeftPadCollate:
 
 
 def length_sorted(lengths: Sequence[int], with_image: Sequence[bool]) -> list[int]:
-    """Sample indices ordered by (has an image, prompt length, index): neighbours pad little."""
-    return sorted(range(len(lengths)), key=lambda i: (with_image[i], lengths[i], i))
+    """Sample indices ordered by (has an image, longest prompt first, index): neighbours pad little.
+    Longest first: a static KV cache sized by the first batch serves every later one (HF keeps the
+    largest length it has allocated, so its compiled step is not recompiled), and a batch that does
+    not fit in memory fails at the start."""
+    return sorted(range(len(lengths)), key=lambda i: (not with_image[i], -lengths[i], i))
 
 
 def batches(indices: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -112,6 +112,10 @@ class Engine:
             backend = "mamba" if self.is_mamba else ("hf_static" if cuda else "hf")
         if backend == "mamba" and not self.is_mamba:
             raise ValueError(f"inference backend 'mamba' needs a Mamba LLM, not {self.lm.config.model_type}")
+        if backend == "hf_static" and self.is_mamba:
+            raise ValueError(
+                "inference backend 'hf_static' is for KV-cache LLMs; Mamba takes 'mamba' or 'hf'"
+            )
         if _sharded(model):
             backend = "hf"
         self.backend = backend

@@ -171,7 +171,9 @@ class MambaDecoder:
         self.logits: torch.Tensor | None = None
         self._prefill = self._prefill_logits
         if graph_prefill and self.device.type == "cuda":
-            self._prefill = CudaGraphed(self._prefill)
+            # a benchmark's prompts fall into a few length buckets (Engine pads to a multiple of 16):
+            # keep a graph for each rather than capture again on every change of bucket
+            self._prefill = CudaGraphed(self._prefill, max_graphs=8)
 
     def _fused_step(self, wanted: bool | None):
         """``wanted``: True (must build), None (build if possible), False (do not)."""
