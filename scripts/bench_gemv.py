@@ -14,7 +14,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from mmssm_lightning.models.mamba_step_kernels import _gemv_rows
+from mmssm_lightning.inference.mamba_step_kernels import _gemv_rows
 
 
 def graph_us(fn, ws, xs, ys) -> float:

@@ -5,6 +5,7 @@
 #   check          GPU tests: kernel vs PyTorch SSM parity, the CUDA-graph Mamba decoder
 #   gen-mamba      mmssm-bench for the Mamba VLMs (Cobra-, MambaVLM-shaped)
 #   gen-hf         mmssm-bench for the Transformer VLMs (Pythia-2.8B, Phi-2 TinyLLaVA)
+#   eval-speed     evaluation speed, inference engine vs the HF baseline, batch invariance at scale
 #   profile        decode step: op-by-op vs fused Triton step (tile sweep), prefill split, kernel table
 #   gemv           batch-1 GEMV: cuBLAS vs a Triton row-block GEMV (config sweep)
 #   train-N        Cobra-recipe training throughput on N GPUs (FSDP)
@@ -18,13 +19,16 @@ for step in "$@"; do
   echo "=== $step"
   case $step in
     check)
-      python3 -m pytest -q -p no:cacheprovider tests/test_ssm.py tests/test_mamba_decode.py 2>&1 | tail -5 ;;
+      python3 -m pytest -q -p no:cacheprovider tests/test_ssm.py tests/test_mamba_decode.py tests/test_inference.py \
+        -m "not slow" 2>&1 | tail -5 ;;
     gen-mamba)
       python3 -m mmssm_lightning.bench.cli "run=[cobra,mambavlm]" output=$OUT/generation_mamba_$dev.json \
         hydra.run.dir=/tmp/bench 2>&1 | grep -v "^\[transformers" | tail -8 ;;
     gen-hf)
       python3 -m mmssm_lightning.bench.cli "run=[pythia_vl,tinyllava]" output=$OUT/generation_hf_$dev.json \
         hydra.run.dir=/tmp/bench 2>&1 | grep -v "^\[transformers" | tail -8 ;;
+    eval-speed)
+      python3 scripts/bench_eval_speed.py --output $OUT/eval_speed_$dev.json 2>&1 | grep -v "^\[transformers" | tail -12 ;;
     profile)
       python3 scripts/profile_decode.py $OUT/decode_step_$dev.json $OUT/decode_profile_$dev.txt 2>&1 \
         | grep -v "^\[transformers" | tail -30 ;;

@@ -20,9 +20,9 @@ from mmssm_lightning.bench.cli import build
 from mmssm_lightning.bench.generation import _timed, copy_bandwidth, llm_weight_bytes, prompt_inputs
 from mmssm_lightning.build import random_weights
 from mmssm_lightning.constants import CONF_DIR
-from mmssm_lightning.models.cuda_graph import CudaGraphed
-from mmssm_lightning.models.mamba_decode import MambaDecoder
-from mmssm_lightning.models.mamba_step_kernels import FusedMixerStep
+from mmssm_lightning.inference.cuda_graph import CudaGraphed
+from mmssm_lightning.inference.mamba_decode import MambaDecoder
+from mmssm_lightning.inference.mamba_step_kernels import FusedMixerStep
 
 with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
     cfg = compose("bench", overrides=["paths.root_dir=/tmp/mmssm", "paths.output_dir=/tmp"])

@@ -1,9 +1,11 @@
 """Benchmarks on CPU with tiny models: the generation protocol's bookkeeping, the FLOP count of
-MFU against a hand count, and the throughput callback's summary."""
+MFU against a hand count, the throughput callback's summary, the evaluation-speed script's dry run
+and the non-chaotic initialisation it uses for batch invariance at scale."""
 
 import json
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from mmssm_lightning.bench.cli import run_generation
@@ -106,3 +108,57 @@ def test_throughput_callback_summary(tmp_path):
     assert s["tokens_per_s"] == pytest.approx(s["samples_per_s"] * (64 + 16))  # image tokens + text
     assert 0 < s["mfu"] < 1
     assert s["flop_counts"]["image_tokens"] == 64 and set(s["flop_counts"]["towers"]) == {"vit", "siglip"}
+
+
+@pytest.mark.slow
+def test_eval_speed_dry_run_writes_every_number(tmp_path):
+    """scripts/bench_eval_speed.py --tiny: the GPU run's code top to bottom on CPU."""
+    from mmssm_lightning.bench.eval_speed import TARGETS, main
+
+    out = tmp_path / "eval_speed.json"
+    args = ["--tiny", "--batches", "1", "--warmup", "0", "--b1-batches", "2", "--invariance-prompts", "4"]
+    args += ["--output", str(out)]
+    report = main(args)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    for path in ("ours", "baseline"):
+        entry = report[path]
+        for key in TARGETS:
+            assert entry[key] > 0, (path, key, entry[key.removesuffix("_samples_per_s")])
+        assert entry["generate16_b16"]["batch"] == 16 and entry["generate16_b1"]["batch"] == 1
+        assert entry["generate16_b16"]["tpot_s"] > 0 and entry["likelihood_b16"]["ttft_s"] > 0
+        inv = report["batch_invariance"][path]
+        assert inv["prompts"] == 4 and inv["greedy_sequences_equal"] == 1.0 and inv["max_abs_dlogprob"] < 1e-4
+    assert report["ours"]["engine"] == "mamba_static_state" and report["baseline"]["engine"].startswith("hf")
+    assert {k: report[k] for k in TARGETS} == {k: report["ours"][k] for k in TARGETS}
+    assert set(report["ours"]["breakdown_b16_ms"]) >= {"towers", "splice", "llm_prefill", "decode_step"}
+    cobra = report["suite_estimates"]["cobra"]["ours"]
+    assert not cobra["missing"] and cobra["benchmarks"]["pope"]["samples"] == 9000
+    assert cobra["total_s"] == pytest.approx(sum(b["estimate_s"] for b in cobra["benchmarks"].values()))
+    assert set(report["suite_estimates"]) == {"cobra", "llava", "q_mamba", "pythia_vl"}
+    assert report["git"]["sha"] and report["versions"]["torch"] and report["command"]
+
+
+def test_mamba_ssm_init_bounds_and_residual_scaling():
+    import math
+
+    from transformers import MambaConfig, MambaForCausalLM
+
+    from mmssm_lightning.bench.init import mamba_ssm_init, perturbation_gain
+
+    torch.manual_seed(0)
+    lm = MambaForCausalLM(
+        MambaConfig(hidden_size=32, num_hidden_layers=9, state_size=4, vocab_size=50)
+    ).eval()
+    mamba_ssm_init(lm, seed=3)
+    m = lm.backbone.layers[0].mixer
+    # U(+-1/sqrt(fan_in)), out_proj further / sqrt(n_layer) = / 3
+    assert m.in_proj.weight.abs().max() <= 1 / math.sqrt(32)
+    assert m.in_proj.weight.abs().max() > 0.9 / math.sqrt(32)
+    assert m.out_proj.weight.abs().max() <= 1 / math.sqrt(64) / 3
+    assert m.out_proj.weight.abs().max() > 0.9 / math.sqrt(64) / 3
+    assert lm.backbone.embeddings.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    assert torch.equal(m.A_log[3], torch.log(torch.arange(1.0, 5.0)))
+    dt = torch.nn.functional.softplus(m.dt_proj.bias)
+    assert dt.min() >= 1e-3 * 0.999 and dt.max() <= 0.1 * 1.001
+    # a relative input change of 1e-3 stays of that order through the stack
+    assert 1e-4 < perturbation_gain(lm, length=32) < 1e-2

@@ -14,6 +14,7 @@ from omegaconf import open_dict
 from mmssm_lightning.constants import CONF_DIR
 from mmssm_lightning.data.synthetic_benchmarks import write_benchmarks
 from mmssm_lightning.eval.evaluate import Evaluator, evaluate, load_checkpoint
+from mmssm_lightning.inference import Engine
 from mmssm_lightning.train import run
 from tests.conftest import SHARED_CACHE, compose_cfg
 
@@ -138,7 +139,7 @@ def test_likelihood_picks_the_highest_first_token(checkpoint, synth):
     proto = instantiate(cfg.protocol.benchmarks.pope, _convert_="all")
     samples = POPE({"random": synth / "pope/coco_pope_random.json"}, synth / "coco/val2014").samples()[:3]
     ids, mask, pixels = ev._inputs(samples, proto)
-    logp = model.next_token_logprobs(ids, mask, pixels)
+    logp = Engine(model).next_token_logprobs(ids, mask, pixels)
     cand = ev._candidate_ids(proto.candidates)
     want = [
         "yes" if torch.logsumexp(logp[i, cand["yes"]], 0) > torch.logsumexp(logp[i, cand["no"]], 0) else "no"
@@ -224,21 +225,193 @@ def test_wandb_table_offline(tmp_path, checkpoint, synth, monkeypatch):
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
 
 
-def test_raw_outputs_end_at_the_first_eos(checkpoint, monkeypatch):
-    """``keep_special_tokens``: the decoded answer with its EOS and nothing after it (a finished row's
-    padding, Mamba's continuation), as the batch-of-one ``tokenizer.decode`` of Pythia-VL's harness."""
-    model, _, _ = load_checkpoint(checkpoint)
+def test_raw_outputs_end_at_the_first_eos(checkpoint):
+    """``raw_output``: the decoded answer with its EOS and nothing after it (a finished row's
+    padding), as the batch-of-one ``tokenizer.decode`` of Pythia-VL's harness."""
+    from types import SimpleNamespace
+
+    from mmssm_lightning.inference.engine import Generation
+
+    model, prompt, _ = load_checkpoint(checkpoint)
     tok = model.tokenizer
-    eos, pad = tok.eos_token_id, tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    eos, pad = tok.eos_token_id, tok.pad_token_id
     yes, no = tok("yes.", add_special_tokens=False).input_ids, tok("no", add_special_tokens=False).input_ids
     width = max(len(yes), len(no)) + 4
-    rows = [yes + [eos] + no, no + [eos] + [pad] * (width - len(no) - 1), no * width]
-    out = torch.tensor([r[:width] + [pad] * (width - len(r[:width])) for r in rows])
-    monkeypatch.setattr(model.llm, "generate", lambda *a, **k: out)
+    rows = [yes + [eos] + [pad] * width, no + [eos] + [pad] * width, (no * width)]
+    out = torch.tensor([r[:width] for r in rows])
+    lengths = [len(yes) + 1, len(no) + 1, width]
+    texts = [
+        tok.decode(r[: k - 1] if k < width else r[:k], skip_special_tokens=True)
+        for r, k in zip(rows, lengths)
+    ]
+    ev = Evaluator(model, prompt, batch_size=3)
+    ev.engine.generate_tokens = lambda *a, **k: Generation(out, lengths, texts, 0.0, 0.0)
     ids = torch.tensor([tok("hi", add_special_tokens=False).input_ids] * 3)
-    raw = model.generate(ids, torch.ones_like(ids), None, width, keep_special_tokens=True)
+    proto = SimpleNamespace(scoring="generate", max_new_tokens=width, raw_output=True)
+    raw, _, _ = ev._respond(ids, torch.ones_like(ids), None, proto)
     assert raw[0] == tok.decode(yes + [eos]) and raw[0].endswith(tok.eos_token)
     assert raw[1] == tok.decode(no + [eos])
     assert raw[2] == tok.decode(out[2].tolist()) and tok.eos_token not in raw[2]  # no EOS: all of it
-    plain = model.generate(ids, torch.ones_like(ids), None, width)
+    plain, _, _ = ev._respond(
+        ids, torch.ones_like(ids), None, SimpleNamespace(**{**vars(proto), "raw_output": False})
+    )
     assert plain[1] == tok.decode(no, skip_special_tokens=True)
+
+
+def _predictions(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _same_predictions(a, b):
+    """Same ids and answers; candidate log-probabilities equal to rounding (batch invariance)."""
+    assert [(x["id"], x["prediction"]) for x in a] == [(y["id"], y["prediction"]) for y in b]
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k in x.get("scores", {}):
+            assert x["scores"][k] == pytest.approx(y["scores"][k], abs=1e-5)
+
+
+def _reader_and_protocol(tmp_path, checkpoint, synth, protocol, name):
+    from hydra.utils import instantiate
+
+    cfg = _eval_cfg(tmp_path, checkpoint, synth, protocol, [name])
+    return instantiate(cfg.benchmarks[name], _convert_="all"), instantiate(
+        cfg.protocol.benchmarks[name], _convert_="all"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vqav2", "pope"])
+def test_workers_and_length_batches_change_no_answer(tmp_path, checkpoint, synth, name):
+    """Images read in DataLoader workers, prompts batched by length and in batches of another size
+    (each sample in other company): the same predictions, in the benchmark's order, the same metrics."""
+    model, prompt, _ = load_checkpoint(checkpoint)
+    bench, proto = _reader_and_protocol(tmp_path, checkpoint, synth, "cobra", name)
+    runs = {}
+    for label, batch, workers, sort in (("plain", 4, 0, False), ("piped", 3, 2, True)):
+        ev = Evaluator(model, prompt, batch_size=batch, num_workers=workers, sort_by_length=sort)
+        (tmp_path / label).mkdir()
+        runs[label] = ev.run(name, bench, proto, None, tmp_path / label)
+    samples = bench.samples()
+    assert runs["plain"]["metrics"] == runs["piped"]["metrics"]
+    plain, lines = (_predictions(tmp_path / label / f"{name}.predictions.jsonl") for label in runs)
+    _same_predictions(plain, lines)
+    assert [line["id"] for line in lines] == [s.id for s in samples]
+    speed = runs["piped"]["speed"]
+    assert speed["samples"] == len(samples) and speed["samples_per_s"] > 0 and speed["world_size"] == 1
+    assert speed["batches"] == -(-len(samples) // 3) and speed["ttft_s"] <= speed["e2e_s"]
+    if proto.scoring == "likelihood":
+        assert set(lines[0]["scores"]) == {"yes", "no"} and speed["tpot_s"] is None
+        assert all(line["prediction"] == max(line["scores"], key=line["scores"].get) for line in lines)
+    else:
+        assert speed["output_tokens"] > 0 and speed["tpot_s"] > 0
+
+
+def test_answer_returns_candidate_log_probabilities(checkpoint, synth):
+    from mmssm_lightning.eval.benchmarks import POPE
+
+    model, prompt, _ = load_checkpoint(checkpoint)
+    ev = Evaluator(model, prompt, batch_size=3)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(
+            "eval",
+            overrides=["protocol=cobra", "ckpt_path=x", "paths.root_dir=/tmp", "paths.output_dir=/tmp"],
+        )
+    from hydra.utils import instantiate
+
+    proto = instantiate(cfg.protocol.benchmarks.pope, _convert_="all")
+    samples = POPE({"random": synth / "pope/coco_pope_random.json"}, synth / "coco/val2014").samples()[:3]
+    answers, scores = ev.answer(samples, proto, return_scores=True)
+    logp = Engine(model).next_token_logprobs(*ev._inputs(samples, proto))
+    cand = ev._candidate_ids(proto.candidates)
+    for i in range(3):
+        for name in ("yes", "no"):
+            assert scores[i][name] == pytest.approx(torch.logsumexp(logp[i, cand[name]], 0).item(), abs=1e-5)
+        assert answers[i] == max(scores[i], key=scores[i].get)
+    assert ev.answer(samples, proto) == answers
+
+
+def test_results_report_speed_and_the_suite_estimate(tmp_path, checkpoint, synth):
+    report = evaluate(_eval_cfg(tmp_path, checkpoint, synth, "cobra", ["pope"]))
+    speed = report["benchmarks"]["pope"]["speed"]
+    assert speed["scoring"] == "likelihood" and speed["engine"] == "mamba_static_state"
+    est = report["suite_estimate"]
+    # the protocol's seven benchmarks: POPE at its own rate, VSR (also likelihood) at POPE's; the
+    # generated ones have no measured rate in this run
+    assert set(est["benchmarks"]) == {"pope", "vsr"} and set(est["missing"]) == {
+        "vqav2",
+        "gqa",
+        "vizwiz",
+        "textvqa",
+        "tallyqa",
+    }
+    assert est["benchmarks"]["pope"]["samples"] == 9000
+    assert est["benchmarks"]["pope"]["estimate_s"] == pytest.approx(9000 * speed["s_per_sample"])
+    assert est["benchmarks"]["vsr"]["s_per_sample"] == speed["s_per_sample"]
+    assert est["total_s"] == pytest.approx((9000 + 1222) * speed["s_per_sample"])
+
+
+def _cli_overrides(tmp, ckpt, synth, out):
+    coco = synth / "coco/val2014"
+    return [
+        f"ckpt_path={ckpt}",
+        "protocol=cobra",
+        "run=[vqav2,pope]",
+        f"paths.root_dir={tmp}",
+        f"paths.output_dir={out}",
+        f"paths.cache_dir={SHARED_CACHE}",
+        f"hydra.run.dir={out}",
+        "batch_size=2",
+        "device=cpu",
+        "inference.num_workers=1",
+        f"benchmarks.vqav2.questions={synth}/vqav2/questions.json",
+        f"benchmarks.vqav2.annotations={synth}/vqav2/annotations.json",
+        f"benchmarks.vqav2.images={coco}",
+        f"benchmarks.pope.images={coco}",
+        *[
+            f"benchmarks.pope.files.{s}={synth}/pope/coco_pope_{s}.json"
+            for s in ("random", "popular", "adversarial")
+        ],
+    ]
+
+
+@pytest.mark.slow
+def test_two_processes_write_what_one_writes(tmp_path, checkpoint, synth):
+    """torchrun with 2 CPU processes (gloo): each takes a shard, the answers are gathered, and
+    results.json (less its timings) and the predictions files equal a single process's."""
+    env = {**os.environ, "MMSSM_ROOT": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    outs = {}
+    for procs in (1, 2):
+        out = tmp_path / f"procs{procs}"
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={procs}",
+        ]
+        proc = subprocess.run(
+            [
+                *launcher,
+                "-m",
+                "mmssm_lightning.eval.evaluate",
+                *_cli_overrides(tmp_path, checkpoint, synth, out),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outs[procs] = out
+    results = [json.loads((outs[p] / "results.json").read_text()) for p in (1, 2)]
+    for r, world in zip(results, (1, 2)):
+        for b in r["benchmarks"].values():
+            assert b.pop("speed")["world_size"] == world
+        r.pop("suite_estimate")
+    assert results[0] == results[1]
+    for name in ("vqav2", "pope"):
+        one, two = (_predictions(outs[p] / f"{name}.predictions.jsonl") for p in (1, 2))
+        _same_predictions(one, two)
+        assert len(one) == results[0]["benchmarks"][name]["n"]
+    assert not list(outs[2].glob("*.rank*"))  # no per-rank files: rank 0 writes the merged ones

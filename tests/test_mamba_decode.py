@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import MambaConfig, MambaForCausalLM
 
-from mmssm_lightning.models.mamba_decode import MambaDecoder
+from mmssm_lightning.inference.mamba_decode import MambaDecoder
 from mmssm_lightning.models.ssm import kernels
 
 # Where mamba_ssm is installed, HF's Mamba runs its kernels, which need the GPU.
@@ -87,7 +87,7 @@ def test_decoder_prefill_state_equals_stepping_the_prompt():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize("fused_step", [True, False])
 def test_decoder_on_gpu_kernels_and_cuda_graph_match_full_recompute(fused_step):
-    from mmssm_lightning.models.mamba_decode import _step_kernels
+    from mmssm_lightning.inference.mamba_decode import _step_kernels
 
     torch.manual_seed(0)
     cfg = MambaConfig(
@@ -125,7 +125,7 @@ def test_decoder_on_gpu_kernels_and_cuda_graph_match_full_recompute(fused_step):
 def step_kernels():
     """The Triton step kernels: compiled on a GPU, else run by Triton's interpreter (conftest)."""
     pytest.importorskip("triton")
-    import mmssm_lightning.models.mamba_step_kernels as module
+    import mmssm_lightning.inference.mamba_step_kernels as module
 
     return module
 
@@ -206,7 +206,7 @@ def test_fused_decoder_matches_full_recompute_greedy(step_kernels):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_cuda_graphed_replays_per_shape_and_drops_the_oldest():
-    from mmssm_lightning.models.cuda_graph import CudaGraphed
+    from mmssm_lightning.inference.cuda_graph import CudaGraphed
 
     w = torch.randn(8, 8, device="cuda")
     f = CudaGraphed(lambda x: torch.relu(x @ w) + 1, max_graphs=2)

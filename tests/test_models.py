@@ -5,6 +5,7 @@ from hydra.utils import instantiate
 
 from mmssm_lightning.build import build_model
 from mmssm_lightning.constants import IGNORE_INDEX, IMAGE_TOKEN_ID
+from mmssm_lightning.inference import Engine
 from mmssm_lightning.models.encoders import TimmEncoder, VisionTower
 from mmssm_lightning.models.layout import VisualLayout
 from mmssm_lightning.models.loss import causal_lm_loss
@@ -151,9 +152,10 @@ def test_batched_generation_equals_one_by_one(cfg_factory, llm):
     lmask = torch.zeros(3, L, dtype=torch.long)
     for i, p in enumerate(prompts):
         left[i, L - len(p) :], lmask[i, L - len(p) :] = p, 1
-    batched = model.generate(left, lmask, pixels, max_new_tokens=6)
+    engine = Engine(model)
+    batched = engine.generate(left, lmask, pixels, max_new_tokens=6)
     single = [
-        model.generate(p[None], torch.ones(1, len(p), dtype=torch.long), pixels[i : i + 1], 6)[0]
+        engine.generate(p[None], torch.ones(1, len(p), dtype=torch.long), pixels[i : i + 1], 6)[0]
         for i, p in enumerate(prompts)
     ]
     assert batched == single

@@ -7,7 +7,7 @@ other 255 tokens) are timed apart with CUDA events after warm-up, median of ``re
 batch 1 and batched (the same image and prompt in every row). Decoding takes the fastest path the
 stack has: for Mamba a static-state step captured as one CUDA graph, its variant (op kernels or
 the fused Triton step, cuBLAS or Triton GEMVs) autotuned on the GPU at hand
-(:class:`~mmssm_lightning.models.mamba_decode.MambaDecoder`); for Transformers Hugging Face
+(:class:`~mmssm_lightning.inference.mamba_decode.MambaDecoder`); for Transformers Hugging Face
 ``generate`` with a static KV cache, which compiles the decode step. With ``cuda_graph`` the
 image towers + projector, and the Mamba prompt pass, replay from CUDA graphs too (the protocol
 repeats one shape; eager, they are bound by kernel launches); HF's own prefill stays eager.
@@ -26,8 +26,8 @@ from collections.abc import Callable
 import torch
 
 from mmssm_lightning.data.prompting import PromptFormat, SequenceBuilder
-from mmssm_lightning.models.cuda_graph import CudaGraphed
-from mmssm_lightning.models.mamba_decode import MambaDecoder
+from mmssm_lightning.inference.cuda_graph import CudaGraphed
+from mmssm_lightning.inference.mamba_decode import MambaDecoder
 from mmssm_lightning.models.vlm import VisionLanguageModel
 
 PROMPT = "<image>\nDescribe the image specifically."

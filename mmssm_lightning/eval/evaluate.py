@@ -6,9 +6,12 @@ The model is rebuilt from the run config stored in the checkpoint (towers and LL
 every weight from the checkpoint; the tokenizer as the run had it), prompts are the run's chat
 template around the protocol's user message, and each benchmark is answered in batches: left-padded
 greedy generation with per-sample stop at EOS, or first-token likelihood over candidate answers.
-Writes ``<output_dir>/results.json`` (metrics + the protocol of every number),
-``<benchmark>.predictions.jsonl``, prints a table and, with ``logger=wandb``, logs a wandb table.
-Under ``torchrun`` each rank takes a shard of every benchmark; the metrics sync across ranks.
+Writes ``<output_dir>/results.json`` (metrics + the protocol of every number, each benchmark's
+speed and the estimated wall-clock of the protocol's whole suite), ``<benchmark>.predictions.jsonl``,
+prints a table and, with ``logger=wandb``, logs a wandb table. Answers come from the inference
+engine (``inference.*`` in conf/eval.yaml); images are read in DataLoader workers and prompts of
+similar length batched together. Under ``torchrun`` each rank takes a shard of every benchmark and
+the answers are gathered, so results.json and the predictions equal one process's.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import inspect
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,13 +37,16 @@ from tqdm import tqdm
 import mmssm_lightning  # noqa: F401  (torchvision compatibility shim before timm/transformers)
 from mmssm_lightning.build import build_model
 from mmssm_lightning.checkpoints import read_checkpoint
-from mmssm_lightning.constants import CONF_DIR, IMAGE_MARKER
-from mmssm_lightning.data.collate import pad_sequences
+from mmssm_lightning.constants import CONF_DIR, IMAGE_MARKER, IMAGE_TOKEN_ID
 from mmssm_lightning.data.prompting import PromptFormat, SequenceBuilder
 from mmssm_lightning.data.transforms import ImageTransform
 from mmssm_lightning.eval.benchmarks import Benchmark
+from mmssm_lightning.eval.distributed import gather, init_from_env, rank_world
+from mmssm_lightning.eval.pipeline import LeftPadCollate, PromptImages, batches, length_sorted, loader
 from mmssm_lightning.eval.protocols import BenchmarkProtocol
 from mmssm_lightning.eval.sample import EvalSample
+from mmssm_lightning.inference import Engine
+from mmssm_lightning.inference.speed import BatchTime, measured_seconds, suite_estimate, summarize
 from mmssm_lightning.models.vlm import VisionLanguageModel
 
 
@@ -92,12 +99,18 @@ def _rank_world() -> tuple[int, int]:
 
 
 class Evaluator:
-    """Answers benchmark samples with a model; see the module docstring.
+    """Answers benchmark samples with a model through the inference engine
+    (:class:`~mmssm_lightning.inference.engine.Engine`); see the module docstring.
 
     Args:
         model / prompt_format: the model and the chat template it was trained with.
         batch_size: samples per forward.
-        device / dtype: where and in what precision to run.
+        device / dtype: where and in what precision to run (under torchrun ``cuda`` is this rank's GPU).
+        backend: the engine's path: ``auto`` (static-state Mamba with CUDA graphs, HF static KV cache
+            for transformers) or ``hf`` (HF generate / a plain forward: the path before the engine).
+        num_workers / prefetch_factor: DataLoader workers that read and transform the images.
+        sort_by_length: batch prompts of similar length together (answers keep the benchmark's order).
+        cuda_graph: replay towers and Mamba decode steps from CUDA graphs on a GPU.
     """
 
     def __init__(
@@ -107,29 +120,41 @@ class Evaluator:
         batch_size: int = 16,
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
+        backend: str = "auto",
+        num_workers: int = 0,
+        prefetch_factor: int = 2,
+        sort_by_length: bool = True,
+        cuda_graph: bool = True,
     ) -> None:
+        device = init_from_env(device)
         self.model = model.to(device=device, dtype=dtype).eval()
         self.device, self.dtype = torch.device(device), dtype
         self.batch_size = batch_size
+        self.num_workers, self.prefetch_factor = num_workers, prefetch_factor
+        self.sort_by_length = sort_by_length
         self.builder = SequenceBuilder(model.tokenizer, prompt_format)
         vision = model.vision
         self.transform = ImageTransform(vision.image_size, vision.resize) if vision is not None else None
+        self.engine = Engine(self.model, backend=backend, batch_size=batch_size, cuda_graph=cuda_graph)
+        tok = model.tokenizer
+        self.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    def _prompt_ids(self, sample: EvalSample, protocol: BenchmarkProtocol) -> torch.Tensor:
+        has_image = self.transform is not None and (sample.image is not None or sample.image_b64 is not None)
+        text = protocol.format(sample)
+        turns = [{"from": "human", "value": f"{IMAGE_MARKER}\n{text}" if has_image else text}]
+        return self.builder.encode_prompt(turns, has_image)
+
+    def _to_device(self, batch: dict):
+        pixels = batch["pixel_values"]
+        if pixels is not None:
+            pixels = pixels.to(self.device, self.dtype, non_blocking=True)
+        return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device), pixels
 
     def _inputs(self, samples: Sequence[EvalSample], protocol: BenchmarkProtocol):
-        ids = []
-        pixels = []
-        for s in samples:
-            image = s.load_image() if self.transform is not None else None
-            text = protocol.format(s)
-            turns = [{"from": "human", "value": f"{IMAGE_MARKER}\n{text}" if image is not None else text}]
-            ids.append(self.builder.encode_prompt(turns, image is not None))
-            if image is not None:
-                pixels.append(self.transform(image))
-        input_ids, mask = pad_sequences(ids, self.model.tokenizer.pad_token_id, "left")
-        pixel_values = torch.stack(pixels).to(self.device, self.dtype) if pixels else None
-        if pixels and len(pixels) != len(samples):
-            raise ValueError("a batch mixes samples with and without images")
-        return input_ids.to(self.device), mask.to(self.device), pixel_values
+        prompts = [self._prompt_ids(s, protocol) for s in samples]
+        data = PromptImages(samples, prompts, self.transform)
+        return self._to_device(LeftPadCollate(self.pad_token_id)([data[i] for i in range(len(samples))]))
 
     def _candidate_ids(self, candidates) -> dict[str, list[int]]:
         tok = self.model.tokenizer
@@ -138,29 +163,39 @@ class Evaluator:
             for name, spellings in candidates.items()
         }
 
-    @torch.no_grad()
-    def answer(self, samples: Sequence[EvalSample], protocol: BenchmarkProtocol) -> list[str]:
-        return self.answer_with_scores(samples, protocol)[0]
-
-    @torch.no_grad()
-    def answer_with_scores(
-        self, samples: Sequence[EvalSample], protocol: BenchmarkProtocol
-    ) -> tuple[list[str], torch.Tensor | None]:
-        """The answers and, for likelihood scoring, the candidates' first-token probabilities
-        renormalised over the candidates ([batch, candidates] in the protocol's order, rows summing
-        to 1: Prismatic's ``return_string_probabilities``); None for generation."""
-        input_ids, mask, pixels = self._inputs(samples, protocol)
+    def _respond(self, input_ids, mask, pixels, protocol: BenchmarkProtocol):
+        """(answers, per-sample candidate log-probabilities or None, the batch's timing)."""
         if protocol.scoring == "generate":
-            texts = self.model.generate(
-                input_ids, mask, pixels, protocol.max_new_tokens, keep_special_tokens=protocol.raw_output
+            g = self.engine.generate_tokens(input_ids, mask, pixels, protocol.max_new_tokens)
+            if protocol.raw_output:  # the harness cuts at ".<EOS>": each answer through its first EOS
+                tok = self.model.tokenizer
+                answers = [
+                    tok.decode(row[:k], skip_special_tokens=False) for row, k in zip(g.tokens, g.lengths)
+                ]
+            else:
+                answers = [t.strip() for t in g.texts]
+            return (
+                answers,
+                None,
+                BatchTime(len(answers), g.ttft_s, g.e2e_s, g.tokens.shape[1], sum(g.lengths)),
             )
-            return (texts if protocol.raw_output else [t.strip() for t in texts]), None
-        logp = self.model.next_token_logprobs(input_ids, mask, pixels)
+        scored = self.engine.score(input_ids, mask, pixels)
         cand = self._candidate_ids(protocol.candidates)
         names = list(cand)
-        scores = torch.stack([torch.logsumexp(logp[:, cand[n]], dim=-1) for n in names], dim=-1)
-        return [names[i] for i in scores.argmax(-1).tolist()], scores.double().softmax(-1)
+        # an answer's probability: the sum over its spellings' first tokens (logsumexp of log-probs)
+        scores = torch.stack([torch.logsumexp(scored.logprobs[:, cand[n]], dim=-1) for n in names], dim=-1)
+        answers = [names[i] for i in scores.argmax(-1).tolist()]
+        per_sample = [dict(zip(names, row)) for row in scores.tolist()]
+        return answers, per_sample, BatchTime(len(answers), scored.e2e_s, scored.e2e_s)
 
+    @torch.no_grad()
+    def answer(self, samples: Sequence[EvalSample], protocol: BenchmarkProtocol, return_scores: bool = False):
+        """Answers for ``samples``; with ``return_scores`` also each sample's candidate -> log-probability
+        (likelihood protocols; None for generation)."""
+        answers, scores, _ = self._respond(*self._inputs(samples, protocol), protocol)
+        return (answers, scores) if return_scores else answers
+
+    @torch.no_grad()
     def run(
         self,
         name: str,
@@ -170,31 +205,74 @@ class Evaluator:
         output_dir: Path | None = None,
     ) -> dict:
         samples = benchmark.samples()[:max_samples]
-        rank, world = _rank_world()
-        mine = samples[rank::world]
+        rank, world = rank_world()
+        prompts = [self._prompt_ids(s, protocol) for s in samples]
+        order = list(range(len(samples)))
+        if self.sort_by_length:
+            with_image = [p.eq(IMAGE_TOKEN_ID).any().item() for p in prompts]
+            order = length_sorted([len(p) for p in prompts], with_image)
+        # ranks take every world-th sample of the sorted order: shards of equal size and lengths,
+        # the same for every run of the same benchmark and world size
+        data = loader(
+            PromptImages(samples, prompts, self.transform),
+            batches(order[rank::world], self.batch_size),
+            self.pad_token_id,
+            self.num_workers,
+            self.prefetch_factor,
+            pin_memory=self.device.type == "cuda",
+        )
+        answered, times = {}, []
+        start = time.perf_counter()
+        for batch in tqdm(data, desc=name, disable=rank != 0, unit="batch"):
+            answers, scores, timing = self._respond(*self._to_device(batch), protocol)
+            for j, i in enumerate(batch["index"]):
+                answered[i] = (answers[j], scores[j] if scores is not None else None)
+            times.append(timing)
+        wall = time.perf_counter() - start
+        if world > 1:
+            answered = {k: v for part in gather(answered) for k, v in part.items()}
+        preds = [answered[i][0] for i in range(len(samples))]
+        # every rank scores all answers in the benchmark's order: the numbers equal one process's
         metric = protocol.metric().to(self.device)
-        # metrics that score the candidates' probabilities (AUCs) declare an update(..., scores) argument
+        metric.distributed_available_fn = _single_process
+        # metrics that score the candidates' probabilities (AUCs) declare update(..., scores=): the
+        # probabilities renormalised over the candidates (Prismatic's return_string_probabilities)
         takes_scores = "scores" in inspect.signature(metric.update).parameters
-        preds_file = None
-        if output_dir is not None:
-            suffix = f".rank{rank}" if world > 1 else ""
-            preds_file = (output_dir / f"{name}.predictions{suffix}.jsonl").open("w")
-        for start in tqdm(range(0, len(mine), self.batch_size), desc=name, disable=rank != 0, unit="batch"):
-            batch = mine[start : start + self.batch_size]
-            preds, scores = self.answer_with_scores(batch, protocol)
-            if scores is not None and takes_scores:
-                metric.update(preds, batch, scores=scores)
+        for at in range(0, len(samples), self.batch_size):
+            chunk = range(at, min(at + self.batch_size, len(samples)))
+            cand = [answered[i][1] for i in chunk]
+            if takes_scores and cand and cand[0] is not None:
+                logp = torch.tensor([list(c.values()) for c in cand], dtype=torch.float64)
+                metric.update([preds[i] for i in chunk], samples[at : chunk.stop], scores=logp.softmax(-1))
             else:
-                metric.update(preds, batch)
-            if preds_file is not None:
-                for i, (s, p) in enumerate(zip(batch, preds)):
-                    record = {"id": s.id, "prediction": p}
-                    if scores is not None:
-                        record["scores"] = scores[i].tolist()
-                    preds_file.write(json.dumps(record) + "\n")
-        if preds_file is not None:
-            preds_file.close()
-        return {"n": len(samples), "metrics": {k: float(v) for k, v in metric.compute().items()}}
+                metric.update([preds[i] for i in chunk], samples[at : chunk.stop])
+        if output_dir is not None and rank == 0:
+            with (output_dir / f"{name}.predictions.jsonl").open("w") as f:
+                for s, (pred, scores) in zip(samples, (answered[i] for i in range(len(samples)))):
+                    line = {
+                        "id": s.id,
+                        "prediction": pred,
+                        **({"scores": scores} if scores is not None else {}),
+                    }
+                    f.write(json.dumps(line) + "\n")
+        speed = summarize(
+            [t for part in gather(times) for t in part],
+            max(gather(wall)),
+            protocol.scoring,
+            self.engine.name,
+            self.batch_size,
+            world,
+        )
+        return {
+            "n": len(samples),
+            "metrics": {k: float(v) for k, v in metric.compute().items()},
+            "speed": speed,
+        }
+
+
+def _single_process() -> bool:
+    """torchmetrics asks this before syncing states: every rank already holds all answers."""
+    return False
 
 
 def protocol_record(name: str, entry: DictConfig, protocol: BenchmarkProtocol | None = None) -> dict:
@@ -277,7 +355,7 @@ def evaluate(cfg: DictConfig) -> dict:
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, cfg.dtype) if device != "cpu" else torch.float32
     model, prompt_format, run_cfg = load_checkpoint(cfg.ckpt_path, cfg.get("model_overrides") or ())
-    evaluator = Evaluator(model, prompt_format, cfg.batch_size, device, dtype)
+    evaluator = Evaluator(model, prompt_format, cfg.batch_size, device, dtype, **(cfg.get("inference") or {}))
     header = {
         "checkpoint": str(cfg.ckpt_path),
         "experiment": run_cfg.get("experiment_name"),
@@ -290,7 +368,14 @@ def evaluate(cfg: DictConfig) -> dict:
     report = run_benchmarks(
         evaluator, names, cfg.protocol, cfg.benchmarks, cfg.max_samples, output_dir, header, write=rank0
     )
+    protocol_entries = OmegaConf.to_container(cfg.protocol.benchmarks, resolve=True)
+    report["suite_estimate"] = suite_estimate(
+        protocol_entries,
+        cfg.get("split_sizes") or {},
+        measured_seconds(protocol_entries, report["benchmarks"]),
+    )
     if rank0:
+        (output_dir / "results.json").write_text(json.dumps(report, indent=2))
         _print_table(report)
         if cfg.get("logger") and cfg.logger.get("wandb"):
             _wandb_table(report, cfg.logger.wandb, output_dir)

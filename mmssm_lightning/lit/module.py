@@ -13,6 +13,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from mmssm_lightning.checkpoints import checkpoint_state, shape_mismatches
 from mmssm_lightning.eval.metrics import TaskAccuracy
+from mmssm_lightning.inference import Engine
 from mmssm_lightning.lit.resume import config_changes
 from mmssm_lightning.lit.stage import Stage
 from mmssm_lightning.models.loss import LossNormalization
@@ -87,6 +88,7 @@ class VLMModule(L.LightningModule):
         self.val_acc = TaskAccuracy(tasks, box_tasks)
         self.test_acc = TaskAccuracy(tasks, box_tasks)
         self.predictions: list[dict[str, Any]] = []
+        self._engine: Engine | None = None
 
     def _loss(self, batch: dict) -> torch.Tensor:
         return self.model.loss(
@@ -103,7 +105,12 @@ class VLMModule(L.LightningModule):
         return loss
 
     def _generate(self, batch: dict) -> list[str]:
-        return self.model.generate(
+        # Built on first use (the model is on its device by then) and dropped at each epoch's end, so
+        # its decoder states do not sit in memory through training. No CUDA graphs: the weights
+        # keep training, and a graph pool per validation shape would stay allocated.
+        if self._engine is None:
+            self._engine = Engine(self.model, cuda_graph=False)
+        return self._engine.generate(
             batch["prompt_ids"], batch["prompt_mask"], batch["pixel_values"], self.max_new_tokens
         )
 
@@ -114,6 +121,7 @@ class VLMModule(L.LightningModule):
             self.val_acc.update(self._generate(batch), batch["answers"], batch["tasks"])
 
     def on_validation_epoch_end(self) -> None:
+        self._engine = None
         if self.val_generate:
             for task, acc in self.val_acc.compute().items():
                 self.log(f"val/acc/{task}", acc, prog_bar=task == "mean")
@@ -129,6 +137,7 @@ class VLMModule(L.LightningModule):
             self.predictions.append({"index": i, "task": t, "answer": a, "prediction": p})
 
     def on_test_epoch_end(self) -> None:
+        self._engine = None
         for task, acc in self.test_acc.compute().items():
             self.log(f"test/acc/{task}", acc)
         self.test_acc.reset()

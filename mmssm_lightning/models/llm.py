@@ -113,27 +113,3 @@ class CausalLM(nn.Module):
         )[0]
         head = self.model.get_output_embeddings()
         return head(hidden[where].to(head.weight.dtype))
-
-    def last_logits(
-        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Logits (B, V) at the last position only (left-padded inputs): no (B, L, V) tensor."""
-        out = self.model(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False, logits_to_keep=1
-        )
-        return out.logits[:, -1]
-
-    @torch.no_grad()
-    def generate(
-        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int
-    ) -> torch.Tensor:
-        """Greedy decoding from left-padded embeddings; finished rows are padded after their EOS."""
-        return self.model.generate(
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            eos_token_id=self.tokenizer.eos_token_id,
-            pad_token_id=self.tokenizer.pad_token_id,
-        )

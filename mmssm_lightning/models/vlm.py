@@ -2,7 +2,8 @@
 
 Token ids carry one ``IMAGE_TOKEN_ID`` per image-bearing sample; :meth:`splice` replaces it with
 the projected visual tokens, so every image position of :mod:`~mmssm_lightning.data.prompting`
-(first, at ``<image>``, after the instruction) is served by the same code. An optional
+(first, at ``<image>``, after the instruction) is served by the same code; ``splice(...,
+padding_side="left")`` is what :class:`~mmssm_lightning.inference.engine.Engine` prefills from. An optional
 :class:`~mmssm_lightning.models.framing.ImageFraming` wraps the visual tokens in text separators
 (Pythia-VL's ``##`` / ``&&``). Without a vision tower the model is the bare LM (the synthetic
 grounding task of Pythia-VL vs Mamba-VL §5.3.2).
@@ -144,33 +145,5 @@ class VisionLanguageModel(nn.Module):
         where, targets = supervised_positions(labels)
         return selected_lm_loss(self.llm(embeds, mask, where), targets, where, normalization)
 
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        pixel_values: torch.Tensor | None = None,
-        max_new_tokens: int = 32,
-        keep_special_tokens: bool = False,
-    ) -> list[str]:
-        """Greedy answers for a batch of prompts (any padding side in; left-padded for the LM).
-        ``keep_special_tokens``: each answer decoded up to and including its first EOS, special
-        tokens kept, as ``tokenizer.decode`` of a batch-of-one generation gives it (the harnesses
-        that cut answers at ".<EOS>")."""
-        image_embeds = self.encode_images(pixel_values) if pixel_values is not None else None
-        embeds, mask, _ = self.splice(input_ids, attention_mask, image_embeds, None, "left")
-        out = self.llm.generate(embeds, mask, max_new_tokens)
-        if not keep_special_tokens:
-            return self.tokenizer.batch_decode(out, skip_special_tokens=True)
-        eos = self.tokenizer.eos_token_id
-        rows = [row[: row.index(eos) + 1] if eos in row else row for row in out.tolist()]
-        return [self.tokenizer.decode(row, skip_special_tokens=False) for row in rows]
-
-    @torch.no_grad()
-    def next_token_logprobs(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Log-probabilities (B, V) of the token after each prompt (likelihood scoring of answers)."""
-        image_embeds = self.encode_images(pixel_values) if pixel_values is not None else None
-        embeds, mask, _ = self.splice(input_ids, attention_mask, image_embeds, None, "left")
-        return torch.log_softmax(self.llm.last_logits(embeds, mask).float(), dim=-1)
+    # Generation and likelihood scoring live in mmssm_lightning.inference.Engine: decoding keeps
+    # per-batch state (static Mamba state, CUDA graphs, KV caches) that a module should not carry.

@@ -183,7 +183,7 @@ def _multiprocessors(device: torch.device) -> int:
 
 
 class FusedMixerStep:
-    """``mixer(i, layer.mixer, h) -> out`` for :class:`~mmssm_lightning.models.mamba_decode.MambaDecoder`:
+    """``mixer(i, layer.mixer, h) -> out`` for :class:`~mmssm_lightning.inference.mamba_decode.MambaDecoder`:
     one token through layer ``i``'s mixer, its conv window and SSM state updated in place.
 
     Args:

@@ -8,11 +8,21 @@ kernels per layer per token (960 for Mamba-2.8B), and launch latency alone caps 
 the step (all layers, final norm, LM head and the argmax) as one graph removes that.
 
 The prefill takes ``inputs_embeds``, so the image tokens of a VLM go in as they are; it runs the
-same kernels as training (``causal_conv1d_fn``, ``selective_scan_fn`` with the last state kept).
+same kernels as training (``causal_conv1d_fn``, ``selective_scan_fn`` with the last state kept), with
+the projections computed as ``W @ x`` over (channels, batch x length) as ``mamba_ssm``'s
+``Mamba.forward`` does, so x, z and delta reach the kernels with unit stride along the sequence and
+no transposing copies. A left-padded batch passes ``attention_mask``: the mixer's x is zeroed at pad
+positions before the causal conv (the window of the first real token then holds zeros, as at batch
+1) and after it (the conv bias would otherwise feed the pads' SiLU(bias) into the scan), so the SSM
+state stays exactly zero through the pads. HF's ``MambaMixer`` masks the block's input before
+in_proj and the conv output, which equals this when in_proj has no bias (HF's default); masking x
+itself holds with a bias too. A prompt then gives the same state, logits and tokens at batch 1 and
+inside any left-padded batch, to rounding (tests/test_inference.py).
+
 On a GPU the step takes one kernel per op: the two GEMVs (cuBLAS, or at batch 1 a Triton GEMV
 that streams faster), ``causal_conv1d_update``, ``x_proj``, ``dt_proj``, ``selective_state_update``
 and ``mamba_ssm``'s fused residual-add + RMSNorm; ``fused_step`` replaces the four between the
-GEMVs by two Triton kernels (:mod:`~mmssm_lightning.models.mamba_step_kernels`), and ``autotune``
+GEMVs by two Triton kernels (:mod:`~mmssm_lightning.inference.mamba_step_kernels`), and ``autotune``
 times each combination on the GPU at hand. Without the kernels
 those fall back to PyTorch, which is how the CPU tests check the decoder against the model's own
 forward (and the Triton step, in Triton's interpreter, against the PyTorch step). The residual stream
@@ -28,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from transformers import MambaForCausalLM
 
-from mmssm_lightning.models.cuda_graph import CudaGraphed, capture
+from mmssm_lightning.inference.cuda_graph import CudaGraphed, capture
 from mmssm_lightning.models.ssm import causal_conv1d, selective_scan, use_kernels
 
 
@@ -47,7 +57,7 @@ def _step_kernels() -> tuple | None:
 @lru_cache(maxsize=1)
 def _has_triton() -> bool:
     try:
-        import mmssm_lightning.models.mamba_step_kernels  # noqa: F401
+        import mmssm_lightning.inference.mamba_step_kernels  # noqa: F401
     except ImportError:
         return False
     return True
@@ -61,6 +71,24 @@ def _conv_update_torch(x, conv_state, weight, bias):
     if bias is not None:
         out = out + bias
     return F.silu(out).to(x.dtype)
+
+
+def _scan_torch(x, delta, A, B, C, D, z, dt_bias):
+    """The prefill's selective scan without the kernels: the step's recurrence run over the prompt
+    (float32; x, delta, z (b, d, L), B, C (b, N, L)). Returns y (b, d, L) in x's dtype and the last
+    state (b, d, N). For inference this is ~15x faster on CPU than the chunked scan of
+    :mod:`~mmssm_lightning.models.ssm`, which keeps backward's memory low instead."""
+    delta = F.softplus(delta.float() + dt_bias.float()[:, None])
+    decay = torch.exp(delta.unsqueeze(-1) * A[:, None, :])  # (b, d, L, N)
+    inputs = (delta * x.float()).unsqueeze(-1) * B.float().transpose(1, 2).unsqueeze(1)
+    C = C.float()
+    state = x.new_zeros(x.shape[0], x.shape[1], A.shape[1], dtype=torch.float32)
+    ys = []
+    for t in range(x.shape[-1]):
+        state = decay[:, :, t] * state + inputs[:, :, t]
+        ys.append((state * C[:, None, :, t]).sum(-1))
+    y = torch.stack(ys, dim=-1) + D.float()[:, None] * x.float()
+    return (y * F.silu(z.float())).to(x.dtype), state
 
 
 def _state_update_torch(state, x, dt, A, B, C, D, z, dt_bias):
@@ -78,14 +106,14 @@ class MambaDecoder:
     cuda_graph: capture the decode step on a GPU (ignored on CPU).
     backend: ``auto`` | ``cuda`` | ``torch`` for the kernels (see :mod:`~mmssm_lightning.models.ssm`).
     fused_step: the mixer's step as two GEMVs around two Triton kernels
-        (:mod:`~mmssm_lightning.models.mamba_step_kernels`).
+        (:mod:`~mmssm_lightning.inference.mamba_step_kernels`).
         ``True``: used (also on CPU tensors under ``TRITON_INTERPRET=1``, as the tests run it);
         ``False``: one kernel per op; ``None``: one kernel per op unless ``autotune`` finds the
         fused step faster (on an H200 it is not: 2.87 vs 2.48 ms per step for Mamba-2.8B).
     graph_prefill: replay the prefill from a CUDA graph per prompt shape (GPU; for repeated shapes,
-        see :mod:`~mmssm_lightning.models.cuda_graph`).
+        see :mod:`~mmssm_lightning.inference.cuda_graph`).
     gemv: ``linear`` | ``mv`` | ``triton``: how the step's projections multiply at batch 1 (cuBLAS's
-        ``F.linear`` or ``torch.mv`` kernels, or :func:`~mmssm_lightning.models.mamba_step_kernels.gemv`;
+        ``F.linear`` or ``torch.mv`` kernels, or :func:`~mmssm_lightning.inference.mamba_step_kernels.gemv`;
         the fused step keeps x_proj / dt_proj inside its kernels).
     autotune: on the first graph capture, time every step variant (fused step or not, unless
         ``fused_step`` says; x each gemv at batch 1, ``triton`` where Triton is there) as a graph and
@@ -128,7 +156,7 @@ class MambaDecoder:
             n, batch_size, self.d_inner, self.d_state, device=self.device, dtype=torch.float32
         )
         # -exp(A_log) once, not per step
-        self.A = [-torch.exp(layer.mixer.A_log.float()) for layer in self.layers]
+        self.A = [-torch.exp(layer.mixer.A_log.detach().float()) for layer in self.layers]
         self.use_graph = cuda_graph and self.device.type == "cuda"
         self.kernels = _step_kernels() if use_kernels(backend, p) else None
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -140,16 +168,19 @@ class MambaDecoder:
         self._fused_candidate = self._fused_step(wanted)
         self.fused = self._fused_candidate if fused_step else None
         self.tuning: dict[str, float] = {}
-        self._prefill = lambda x: self._forward(x, self._mixer_prefill)
+        self.logits: torch.Tensor | None = None
+        self._prefill = self._prefill_logits
         if graph_prefill and self.device.type == "cuda":
-            self._prefill = CudaGraphed(self._prefill)
+            # a benchmark's prompts fall into a few length buckets (Engine pads to a multiple of 16):
+            # keep a graph for each rather than capture again on every change of bucket
+            self._prefill = CudaGraphed(self._prefill, max_graphs=8)
 
     def _fused_step(self, wanted: bool | None):
         """``wanted``: True (must build), None (build if possible), False (do not)."""
         if wanted is False or (wanted is None and self.kernels is None):
             return None
         try:
-            from mmssm_lightning.models.mamba_step_kernels import FusedMixerStep
+            from mmssm_lightning.inference.mamba_step_kernels import FusedMixerStep
 
             return FusedMixerStep(
                 self.model, self.batch_size, self.conv_state, self.ssm_state, linear=self._linear, A=self.A
@@ -166,44 +197,76 @@ class MambaDecoder:
             out = torch.mv(layer.weight, x[0])[None]
             return out if b is None else out + b
         if x.shape[0] == 1 and self.gemv == "triton":
-            from mmssm_lightning.models.mamba_step_kernels import gemv
+            from mmssm_lightning.inference.mamba_step_kernels import gemv
 
             return gemv(x, layer.weight, b)
         return F.linear(x, layer.weight, b)
 
     # -- prefill -----------------------------------------------------------------------------
     @torch.no_grad()
-    def prefill(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
-        """Run the prompt (b, L, D), fill the states; returns the first greedy token (b,)."""
+    def prefill(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Run the prompt (b, L, D), left-padded where ``attention_mask`` (b, L) has zeros, and fill the
+        states; returns the first greedy token (b,). ``self.logits`` holds the last position's float32
+        logits (b, V) until the next prefill."""
         if inputs_embeds.shape[0] != self.batch_size:
             raise ValueError(
                 f"MambaDecoder was built for batch {self.batch_size}, got {inputs_embeds.shape[0]}"
             )
-        self.tokens.copy_(self._prefill(inputs_embeds.to(self.dtype)))
+        # A = -exp(A_log) read afresh (in place: graphs hold these tensors): the weights may have been
+        # trained since this decoder was built (validation generation between training steps)
+        for A, layer in zip(self.A, self.layers):
+            A.copy_(-torch.exp(layer.mixer.A_log.float()))
+        args = (inputs_embeds.to(self.dtype),)
+        if attention_mask is not None:
+            args += (attention_mask.to(self.dtype),)
+        self.logits = self._prefill(*args)
+        self.tokens.copy_(self.logits.argmax(-1))
         return self.tokens.clone()
 
-    def _mixer_prefill(self, i: int, m, h: torch.Tensor) -> torch.Tensor:
-        length = h.shape[1]
-        x, z = m.in_proj(h).transpose(1, 2).chunk(2, dim=1)
-        self.conv_state[i].copy_(F.pad(x, (self.d_conv - length, 0))[..., -self.d_conv :])
-        x = causal_conv1d(x.contiguous(), m.conv1d.weight.squeeze(1), m.conv1d.bias, self.backend)
-        dt, B, C = m.x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = (dt @ m.dt_proj.weight.t()).transpose(1, 2)
-        y, last = selective_scan(
-            x,
-            delta.contiguous(),
-            self.A[i],
-            B.transpose(1, 2).contiguous(),
-            C.transpose(1, 2).contiguous(),
-            m.D.float(),
-            z.contiguous(),
-            m.dt_proj.bias.float(),
-            delta_softplus=True,
-            return_last_state=True,
-            backend=self.backend,
-        )
+    def _mixer_prefill(self, i: int, m, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        b, length, _ = h.shape
+        # (2 d_inner, b L): x and z come out as (b, d_inner, L) views with unit stride along L
+        xz = torch.mm(m.in_proj.weight, h.reshape(b * length, -1).t())
+        if m.in_proj.bias is not None:
+            xz = xz + m.in_proj.bias[:, None]
+        x, z = xz.view(-1, b, length).transpose(0, 1).chunk(2, dim=1)
+        if mask is not None:
+            x = x * mask[:, None, :]  # pads enter the conv window as the zeros of batch 1's padding
+        k = self.d_conv
+        self.conv_state[i].copy_(x[..., -k:] if length >= k else F.pad(x, (k - length, 0)))
+        x = causal_conv1d(x, m.conv1d.weight.squeeze(1), m.conv1d.bias, self.backend)
+        if mask is not None:
+            x = x * mask[:, None, :]  # and leave it as zeros: the SSM state stays 0 through the pads
+        d = x.shape[1]
+        x_dbl = torch.mm(m.x_proj.weight, x.transpose(0, 1).reshape(d, b * length))  # (R + 2N, b L)
+        dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=0)
+        delta = torch.mm(m.dt_proj.weight, dt).view(d, b, length).transpose(0, 1)
+        B = B.view(-1, b, length).transpose(0, 1).contiguous()
+        C = C.view(-1, b, length).transpose(0, 1).contiguous()
+        if use_kernels(self.backend, x):
+            y, last = selective_scan(
+                x,
+                delta,
+                self.A[i],
+                B,
+                C,
+                m.D.float(),
+                z,
+                m.dt_proj.bias.float(),
+                delta_softplus=True,
+                return_last_state=True,
+                backend="cuda",
+            )
+        else:
+            y, last = _scan_torch(x, delta, self.A[i], B, C, m.D, z, m.dt_proj.bias)
         self.ssm_state[i].copy_(last)
-        return m.out_proj(y.transpose(1, 2))
+        out = F.linear(y.transpose(0, 1).reshape(d, b * length).t(), m.out_proj.weight, m.out_proj.bias)
+        return out.view(b, length, -1)
+
+    def _prefill_logits(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self._forward(x, lambda i, m, h: self._mixer_prefill(i, m, h, mask))
 
     # -- shared by prefill and step ---------------------------------------------------------------
     def _add_norm(self, x: torch.Tensor, residual: torch.Tensor | None, norm, block: bool = True):
@@ -226,8 +289,8 @@ class MambaDecoder:
         return norm(residual.to(norm.weight.dtype) if block else residual), residual
 
     def _forward(self, hidden: torch.Tensor, mixer) -> torch.Tensor:
-        """All blocks (``mixer(i, layer.mixer, normed)`` each), norm_f, LM head: greedy tokens of
-        the last position. ``hidden``: (b, L, D) for the prefill, (b, D) for a step."""
+        """All blocks (``mixer(i, layer.mixer, normed)`` each), norm_f, LM head: float32 logits (b, V)
+        of the last position. ``hidden``: (b, L, D) for the prefill, (b, D) for a step."""
         residual = None
         for i, layer in enumerate(self.layers):
             h, residual = self._add_norm(hidden, residual, layer.norm)
@@ -235,13 +298,13 @@ class MambaDecoder:
         if hidden.dim() == 3:  # only the last position is decoded from
             hidden, residual = hidden[:, -1].contiguous(), residual[:, -1].contiguous()
         h, _ = self._add_norm(hidden, residual, self.model.backbone.norm_f, block=False)
-        return self.model.lm_head(h.to(self.model.lm_head.weight.dtype)).float().argmax(-1)
+        return self.model.lm_head(h.to(self.model.lm_head.weight.dtype)).float()
 
     # -- one step ------------------------------------------------------------------------------
     def _step(self) -> None:
         """self.tokens -> next greedy tokens, written back into self.tokens (graph-capturable)."""
         embeds = self.model.backbone.embeddings(self.tokens)
-        self.tokens.copy_(self._forward(embeds, self.fused or self._mixer_step))
+        self.tokens.copy_(self._forward(embeds, self.fused or self._mixer_step).argmax(-1))
 
     def _mixer_step(self, i: int, m, h: torch.Tensor) -> torch.Tensor:
         x, z = self._linear(h, m.in_proj).chunk(2, dim=-1)  # (b, d_inner)
