@@ -236,15 +236,16 @@ def test_gpu_matches_mamba_ssm_in_bfloat16(groups):
 @cuda
 def test_gpu_fused_mixer_matches_huggingface_block():
     """HF's MambaBlock with its mixer turned into ours (Triton scan) against HF's own, in training mode."""
-    from transformers import MambaConfig
-    from transformers.models.mamba.modeling_mamba import MambaBlock
+    from transformers import MambaConfig, MambaModel
 
     from mmssm_lightning.models.hf_mamba import use_fused_mixers
 
     torch.manual_seed(0)
-    cfg = MambaConfig(hidden_size=64, state_size=16, expand=2, conv_kernel=4, num_hidden_layers=1)
-    hf = MambaBlock(cfg, 0).cuda().train()
-    ours = MambaBlock(cfg, 0).cuda().train()
+    cfg = MambaConfig(
+        hidden_size=64, state_size=16, expand=2, conv_kernel=4, num_hidden_layers=1, vocab_size=16
+    )
+    hf = MambaModel(cfg).layers[0].cuda().train()
+    ours = MambaModel(cfg).layers[0].cuda().train()
     ours.load_state_dict(hf.state_dict())
     assert use_fused_mixers(ours, "triton") == 1
     x = torch.randn(2, 300, 64, device="cuda", requires_grad=True)
