@@ -14,8 +14,11 @@ from mmssm_lightning.models.ssm import (
 from tests.conftest import needs_triton
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
-# interpreter configs: (channels per lane, steps per chunk, warps); 8 "lanes" per warp there
-CHUNK4, CHUNK8 = (1, 4, 1), (1, 8, 1)
+# (channels per lane, steps per chunk, warps): the interpreter's "warps" have 8 lanes; on a GPU these
+# tests run on it (32 lanes, VEC >= 2)
+GPU = torch.cuda.is_available()
+DEVICE = "cuda" if GPU else "cpu"
+CHUNK4, CHUNK8 = ((2, 4, 1), (2, 8, 1)) if GPU else ((1, 4, 1), (1, 8, 1))
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +32,7 @@ def _scan():
     return selective_scan_triton
 
 
-def _inputs(groups=0, b=2, d=6, length=13, n=4, seed=0, device="cpu"):
+def _inputs(groups=0, b=2, d=6, length=13, n=4, seed=0, device=DEVICE):
     g = torch.Generator().manual_seed(seed)
 
     def mk(*shape):
@@ -61,6 +64,7 @@ def _compare(ins, tol=1e-4, fwd_config=CHUNK4, bwd_config=CHUNK4, softplus=True,
     the same rounded values: y, last state and every gradient, each in its input's dtype."""
     rounded = [None if t is None else t.to(dtype) if t.dim() >= 3 else t.float() for t in ins]
     weights = torch.randn(ins[0].shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    weights = weights.to(ins[0].device)
     ref, ref_grads = _grads(
         lambda *a: selective_scan_reference(*a, delta_softplus=softplus, return_last_state=True),
         [None if t is None else t.double() for t in rounded],
@@ -112,7 +116,7 @@ def test_bfloat16_inputs():
 @pytest.mark.slow
 def test_same_as_the_pytorch_scan():
     ins = [t.float() for t in _inputs(2, d=6)]
-    weights = torch.randn(ins[0].shape)
+    weights = torch.randn(ins[0].shape, device=DEVICE)
     (y_t, last_t), g_t = _grads(
         lambda *a: selective_scan_torch(*a, delta_softplus=True, return_last_state=True), ins, weights
     )
@@ -145,9 +149,9 @@ def test_packed_sequences_restart_the_state():
 
     u, delta, A, B, C, D, z, bias = [t.float() for t in _inputs(b=1, d=4, length=11, n=2)]
     cut = 5
-    seq_idx = seq_idx_from_cu_seqlens(torch.tensor([0, cut, 11]), 11)
+    seq_idx = seq_idx_from_cu_seqlens(torch.tensor([0, cut, 11], device=DEVICE), 11)
     assert seq_idx.tolist() == [[0] * cut + [1] * (11 - cut)]
-    weights = torch.randn(u.shape)
+    weights = torch.randn(u.shape, device=DEVICE)
     ins = [u, delta, A, B, C, D, z, bias]
     (y, last), g = _grads(
         lambda *a: _scan()(*a, delta_softplus=True, return_last_state=True, seq_idx=seq_idx), ins, weights
@@ -169,16 +173,16 @@ def test_packed_sequences_restart_the_state():
 @pytest.mark.slow
 def test_mixer_on_the_triton_scan_matches_the_pytorch_path():
     torch.manual_seed(0)
-    mixer = MambaMixer(16, d_state=4, expand=2, backend="torch")
-    x = torch.randn(2, 9, 16, requires_grad=True)
-    mask = torch.ones(2, 9)
+    mixer = MambaMixer(16, d_state=4, expand=2, backend="torch").to(DEVICE)
+    x = torch.randn(2, 9, 16, device=DEVICE, requires_grad=True)
+    mask = torch.ones(2, 9, device=DEVICE)
     mask[1, :3] = 0  # left padding
     y_t = mixer(x, mask)
     g_t = torch.autograd.grad(y_t.square().sum(), [x, *mixer.parameters()])
     mixer.backend = "triton"
     y = mixer(x, mask)
     g = torch.autograd.grad(y.square().sum(), [x, *mixer.parameters()])
-    assert (y - y_t).abs().max() < 1e-5
+    assert (y - y_t).abs().max() < 1e-4
     for a, b in zip(g, g_t):
         assert (a - b).abs().max() < 1e-4 * max(1.0, b.abs().max().item())
 

@@ -48,11 +48,14 @@ import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)
 LN2 = tl.constexpr(0.6931471805599453)
-# (VEC channels per lane, T steps per chunk, warps per program): a program holds 32 * warps * VEC
-# channels. VEC >= 2 so that Triton sees contiguity along channels (VEC = 1 ties and puts lanes on time).
-FWD_CONFIGS = ((2, 8, 1), (4, 8, 1), (2, 4, 1), (2, 16, 1), (2, 8, 2))
-BWD_CONFIGS = ((2, 4, 1), (2, 8, 1), (4, 4, 1), (2, 4, 2))
-INTERPRETER_CONFIG = (1, 4, 1)
+# (VEC channels per lane, T steps per chunk, warps per program, pipeline stages of the forward's
+# chunk loop: 2 prefetches the next chunk through cp.async); a program holds 32 * warps * VEC
+# channels. VEC >= 2 so that Triton sees contiguity along channels (VEC = 1 ties and puts lanes on
+# time). Their sm_90 SASS (registers, spills, instructions per update: experiments/benchmarks/README.md)
+# is near the floor; the tuner times them on the device. A backward config sets the recompute pass's stages.
+FWD_CONFIGS = ((4, 4, 1, 2), (4, 4, 1, 1), (2, 4, 1, 2), (2, 4, 1, 1), (2, 8, 1, 2))
+BWD_CONFIGS = ((4, 4, 1, 1), (4, 4, 1, 2), (2, 8, 1, 2), (2, 4, 1, 2))
+INTERPRETER_CONFIG = (1, 4, 1, 1)
 
 
 def _interpreting() -> bool:
@@ -166,6 +169,7 @@ def _fwd_kernel(
     HAS_SEQ: tl.constexpr,
     ROW_GROUPS: tl.constexpr,
     RECOMPUTE: tl.constexpr,
+    STAGES: tl.constexpr,
 ):
     """Forward: out = (C h + D u) * silu(z), and the last state. ``RECOMPUTE`` (the first pass of
     backward): the state at each chunk start into ``st`` and, with z, dz = dout * y * silu'(z) into
@@ -189,7 +193,7 @@ def _fwd_kernel(
     WANT_Y: tl.constexpr = (not RECOMPUTE) or HAS_Z
     nchunks = tl.cdiv(length, T)
     H = tl.zeros([NP, BD], dtype=tl.float32)
-    for c in range(nchunks):
+    for c in tl.range(nchunks, num_stages=STAGES):
         t = c * T + tt
         tm = t < length
         m2 = tm[:, None] & dm[None, :]
@@ -386,6 +390,7 @@ def _bwd_kernel(
         o = out_b + t[:, None] * dim + d[None, :]
         tl.store(du_ptr + o, dxu.to(du_ptr.dtype.element_ty), mask=m2)
         tl.store(ddl_ptr + o, ddl.to(ddl_ptr.dtype.element_ty), mask=m2)
+        tl.debug_barrier()  # the carries stored this chunk are read back by the next, whatever the layout
     if HAS_D:
         tl.store(dD_ptr + b * dim + d, dD, mask=dm)
     if HAS_BIAS:
@@ -439,16 +444,17 @@ def _next_pow2(v: int) -> int:
     return 1 << max(0, (v - 1).bit_length())
 
 
-_TUNED: dict[tuple, tuple[int, int, int]] = {}
+_TUNED: dict[tuple, tuple[int, ...]] = {}
 
 
-def _pick(kind: str, key: tuple, candidates, run) -> tuple[int, int, int]:
+def _pick(kind: str, key: tuple, candidates, run) -> tuple[int, ...]:
     """The fastest candidate config for ``key``, timed once per process on the GPU (``run(cfg)``
-    launches it); the interpreter and CPU tensors take the first candidate."""
+    launches it); the interpreter, and a call inside CUDA-graph capture (no timing there), take the
+    first candidate."""
     full = (kind, *key)
     if full in _TUNED:
         return _TUNED[full]
-    if len(candidates) == 1 or _interpreting():
+    if len(candidates) == 1 or _interpreting() or torch.cuda.is_current_stream_capturing():
         choice = candidates[0]
     else:
         times = [triton.testing.do_bench(lambda c=c: run(c), warmup=3, rep=10) for c in candidates]
@@ -461,13 +467,13 @@ def _configs(table, dim: int, cpg: int, groups: int, config):
     """Candidate configs: the one asked for, or the table's with blocks inside a group when B/C are
     grouped (otherwise the kernels gather B/C per channel: ROW_GROUPS)."""
     if config is not None:
-        return [tuple(config)]
+        return [(*config, 1)[:4]]  # stages default to 1
     if _interpreting():
         return [INTERPRETER_CONFIG]
     fits = [c for c in table if _block_d(c[0], c[2]) <= max(64, _next_pow2(dim))]
     if groups > 1:
         fits = [c for c in fits if cpg % _block_d(c[0], c[2]) == 0] or fits
-    return fits or [(2, 4, 1)]
+    return fits or [(2, 4, 1, 1)]
 
 
 class _Inputs:
@@ -550,19 +556,23 @@ def _fwd_args(x: _Inputs, dout: torch.Tensor | None, out, st, last):
     )
 
 
-def _forward(x: _Inputs, softplus: bool, vec: int, warps: int):
+def _forward(x: _Inputs, softplus: bool, vec: int, warps: int, stages: int):
     """y (b, l, d) in u's dtype and the float32 last state (b, N, D)."""
     dev = x.u.device
     out = torch.empty(x.batch, x.length, x.dim, device=dev, dtype=x.u.dtype)
     last = torch.empty(x.batch, x.nr, x.dim, device=dev, dtype=torch.float32)
     grid = (triton.cdiv(x.dim, _block_d(vec, warps)), x.batch)
     _fwd_kernel[grid](
-        *_fwd_args(x, None, out, x.A2, last), SOFTPLUS=softplus, RECOMPUTE=False, **x.common(vec, warps)
+        *_fwd_args(x, None, out, x.A2, last),
+        SOFTPLUS=softplus,
+        RECOMPUTE=False,
+        STAGES=stages,
+        **x.common(vec, warps),
     )
     return out, last
 
 
-def _backward(x: _Inputs, dout: torch.Tensor, softplus: bool, vec: int, warps: int):
+def _backward(x: _Inputs, dout: torch.Tensor, softplus: bool, vec: int, warps: int, stages: int):
     """du, ddelta, dz (channel-last, the inputs' dtypes) and float32 dA (D, N), dD, dbias, dB, dC
     (b, G, N, L)."""
     dev = x.u.device
@@ -572,7 +582,11 @@ def _backward(x: _Inputs, dout: torch.Tensor, softplus: bool, vec: int, warps: i
     st = torch.empty(x.batch, x.nchunks, x.nr, x.dim, device=dev, dtype=torch.float32)
     dz = torch.empty(x.batch, x.length, x.dim, device=dev, dtype=x.z.dtype) if x.z is not None else None
     _fwd_kernel[(nblk, x.batch)](
-        *_fwd_args(x, dout, dz if dz is not None else x.A2, st, x.A2), SOFTPLUS=softplus, RECOMPUTE=True, **kw
+        *_fwd_args(x, dout, dz if dz is not None else x.A2, st, x.A2),
+        SOFTPLUS=softplus,
+        RECOMPUTE=True,
+        STAGES=stages,
+        **kw,
     )
     du = torch.empty(x.batch, x.length, x.dim, device=dev, dtype=x.u.dtype)
     ddl = torch.empty(x.batch, x.length, x.dim, device=dev, dtype=x.delta.dtype)
@@ -667,7 +681,7 @@ class SelectiveScanFn(torch.autograd.Function):
         def run(cfg):
             if cfg[1] != x.chunk:
                 x.set_chunk(B, C, cfg[1])
-            return _forward(x, delta_softplus, cfg[0], cfg[2])
+            return _forward(x, delta_softplus, cfg[0], cfg[2], cfg[3])
 
         cfg = _pick("fwd", _key(x, delta_softplus), fwd_cands, run)
         y, last = run(cfg)
@@ -688,7 +702,7 @@ class SelectiveScanFn(torch.autograd.Function):
         def run(cfg):
             if cfg[1] != x.chunk:
                 x.set_chunk(B, C, cfg[1])
-            return _backward(x, dout, ctx.softplus, cfg[0], cfg[2])
+            return _backward(x, dout, ctx.softplus, cfg[0], cfg[2], cfg[3])
 
         cfg = _pick("bwd", _key(x, ctx.softplus), cands, run)
         du, ddl, dz, dA, dD, dbias, dB, dC = run(cfg)
@@ -720,8 +734,8 @@ def selective_scan_triton(
     delta_softplus: bool = False,
     return_last_state: bool = False,
     seq_idx: torch.Tensor | None = None,
-    fwd_config: tuple[int, int, int] | None = None,
-    bwd_config: tuple[int, int, int] | None = None,
+    fwd_config: tuple[int, ...] | None = None,
+    bwd_config: tuple[int, ...] | None = None,
 ):
     """``selective_scan_fn`` of mamba_ssm, in Triton.
 
@@ -730,7 +744,8 @@ def selective_scan_triton(
     ``D``, ``delta_bias``: (d,); ``seq_idx``: optional (b, l) int, the state restarts where it
     changes. Returns y (b, d, l) in ``u``'s dtype, laid out channel-last (``.contiguous()`` gives
     mamba_ssm's layout) [and the float32 last state (b, d, n), not differentiable].
-    ``fwd_config`` / ``bwd_config``: (channels per lane, steps per chunk, warps) instead of tuning.
+    ``fwd_config`` / ``bwd_config``: (channels per lane, steps per chunk, warps[, stages]) instead of
+    tuning (see ``FWD_CONFIGS``).
     """
     y, last = SelectiveScanFn.apply(
         u, delta, A, B, C, D, z, delta_bias, delta_softplus, seq_idx, fwd_config, bwd_config
