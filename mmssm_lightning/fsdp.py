@@ -159,9 +159,12 @@ def budget_recompute(model, classes: set[type], **budget_kwargs) -> RecomputeBud
     blocks = [m for m in model.modules() if isinstance(m, tuple(classes))]
     if not blocks:
         return None
+    if hasattr(blocks[0], "recompute_budget"):  # set up again (Lightning's test after fit)
+        return blocks[0].recompute_budget
     budget = RecomputeBudget(len(blocks), **budget_kwargs)
     for i, block in enumerate(blocks):
         block.forward = _budgeted_forward(block, i, budget)
+        block.recompute_budget = budget
     return budget
 
 
