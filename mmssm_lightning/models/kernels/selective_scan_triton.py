@@ -10,27 +10,29 @@ lanes every element pays log2(lanes) shuffle rounds). So the kernels read u, del
 channels (VEC adjacent channels each) and the T steps of a chunk in registers. The recurrence over
 a chunk is then a sequential in-register scan, and the inner loop over the N states costs, per
 (t, d, n): one exp2 (log2 e folded into A) and four FP32 ops (delta*A, h*a, +delta*u*B, +h*C) — the
-floor for this recurrence (checked in the sm_90 SASS). Inputs laid out (b, d, l) with l contiguous
+floor for this recurrence (checked in the sm_90 PTX). Inputs laid out (b, d, l) with l contiguous
 (mamba_ssm's layout) are transposed once by :func:`_to_channel_last`; Mamba's own projections
-produce channel-last tensors, so :class:`~mmssm_lightning.models.ssm.MambaMixer` feeds the kernels
-without copies. B and C are copied to float32 (b, G, N, L padded to the chunk) — 0.5 MB at the
-Cobra shape — so each state's chunk of B_n / C_n is one aligned vector load, the same for all
-lanes of a program.
+produce channel-last tensors, so :func:`~mmssm_lightning.models.ssm.mixer_forward` feeds the
+kernels without copies. B and C are copied to float32 (b, G, L / T, N, T) — 0.5 MB at the Cobra
+shape — so each state's chunk of B_n / C_n is one vector load at a constant offset, the same for
+all lanes of a program.
 
 Forward: grid (D / BD, batch); each program walks its chunks in order, states carried in registers.
-Backward: a states pass (the forward kernel writing the state at each chunk start, nothing else,
-into a transient (b, L/T, N, D) float32 buffer) then one program per (channel block, batch) walks
-the chunks in reverse: per state n it recomputes h over the chunk from the stored start state,
-runs the adjoint g_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1} as a reverse in-register scan (its
-carry is a_T g_T of the later chunk), and accumulates du, ddelta (through softplus), dz, dD,
-ddelta_bias, dA in registers. dB and dC need a sum over channels: each program writes its block's
-sums per (n, t) to a (b, D / BD, N, L) float32 buffer, summed afterwards (deterministic; no
-atomics). Memory kept for backward: the inputs only (no O(B D L N) states).
+Backward: a recompute pass (the forward kernel writing the state at each chunk start into a
+transient (b, L / T, N, D) float32 buffer, and dz, the one gradient that needs y), then one program
+per (channel block, batch) walks the chunks in reverse: per state n it recomputes h over the chunk
+from the stored start state, runs the adjoint g_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1} as a
+forward scan over flipped rows (its carry is a_T g_T of the later chunk), and accumulates du,
+ddelta (through softplus), dD, ddelta_bias and dA. dB and dC need a sum over channels: each program
+writes its block's sums per (n, t) to a (b, D / BD, L / T, N, T) float32 buffer, summed afterwards
+(deterministic; atomics only when a block straddles two B/C groups). Kept for backward: the inputs
+only (no O(B D L N) states).
 
 Bound at the Cobra recipe's scan (B 16, D 5120, L 985, N 16): 1.29e9 state updates, one exp2
-each; an H200 does 16 exp2 / clock / SM (0.35 ms) and 128 FP32 ops / clock / SM (4 ops / update:
-0.17 ms), against 0.15 ms to stream u, delta, z, y. The sm_90 SASS of the forward is ~12
-instructions per update (address math, conversions and the softplus / SiLU per (t, d) included).
+each; an H200 does 16 exp2 / clock / SM (0.31 ms) and 128 FP32 ops / clock / SM (4 ops / update:
+0.15 ms), against 0.15 ms to stream u, delta, z, y. The sm_90 SASS issues ~11 instructions per
+update forward (the softplus / SiLU per (t, d), conversions and address math included) and ~40
+backward (recompute pass 11, reverse pass 28): experiments/benchmarks/README.md.
 
 Packing: ``seq_idx`` (b, L) int32 restarts the state wherever it changes between t-1 and t (the
 exp(delta A) factor is zeroed there, in both passes), so several sequences packed into one row
@@ -51,8 +53,8 @@ LN2 = tl.constexpr(0.6931471805599453)
 # (VEC channels per lane, T steps per chunk, warps per program, pipeline stages of the forward's
 # chunk loop: 2 prefetches the next chunk through cp.async); a program holds 32 * warps * VEC
 # channels. VEC >= 2 so that Triton sees contiguity along channels (VEC = 1 ties and puts lanes on
-# time). Their sm_90 SASS (registers, spills, instructions per update: experiments/benchmarks/README.md)
-# is near the floor; the tuner times them on the device. A backward config sets the recompute pass's stages.
+# time). None spills in the common path on sm_90 (experiments/benchmarks/README.md); the tuner times
+# them on the device. A backward config sets the recompute pass's stages too.
 FWD_CONFIGS = ((4, 4, 1, 2), (4, 4, 1, 1), (2, 4, 1, 2), (2, 4, 1, 1), (2, 8, 1, 2))
 BWD_CONFIGS = ((4, 4, 1, 1), (4, 4, 1, 2), (2, 8, 1, 2), (2, 4, 1, 2))
 INTERPRETER_CONFIG = (1, 4, 1, 1)
