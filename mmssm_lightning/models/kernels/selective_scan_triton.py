@@ -30,9 +30,9 @@ only (no O(B D L N) states).
 
 Bound at the Cobra recipe's scan (B 16, D 5120, L 985, N 16): 1.29e9 state updates, one exp2
 each; an H200 does 16 exp2 / clock / SM (0.31 ms) and 128 FP32 ops / clock / SM (4 ops / update:
-0.15 ms), against 0.15 ms to stream u, delta, z, y. The sm_90 SASS issues ~11 instructions per
-update forward (the softplus / SiLU per (t, d), conversions and address math included) and ~40
-backward (recompute pass 11, reverse pass 28): experiments/benchmarks/README.md.
+0.15 ms), against 0.15 ms to stream u, delta, z, y. The sm_90 SASS issues ~9 instructions per
+update forward (the softplus / SiLU per (t, d), conversions and address math included) and ~38
+backward (recompute pass 10, reverse pass 28): scripts/sass_selective_scan.py.
 
 Packing: ``seq_idx`` (b, L) int32 restarts the state wherever it changes between t-1 and t (the
 exp(delta A) factor is zeroed there, in both passes), so several sequences packed into one row
@@ -56,7 +56,7 @@ LN2 = tl.constexpr(0.6931471805599453)
 # time). None spills in the common path on sm_90 (experiments/benchmarks/README.md); the tuner times
 # them on the device. A backward config sets the recompute pass's stages too.
 FWD_CONFIGS = ((4, 4, 1, 2), (4, 4, 1, 1), (2, 4, 1, 2), (2, 4, 1, 1), (2, 8, 1, 2))
-BWD_CONFIGS = ((4, 4, 1, 1), (4, 4, 1, 2), (2, 8, 1, 2), (2, 4, 1, 2))
+BWD_CONFIGS = ((4, 4, 1, 1), (2, 8, 1, 2), (2, 4, 1, 2), (2, 4, 1, 1))
 INTERPRETER_CONFIG = (1, 4, 1, 1)
 
 
