@@ -297,8 +297,8 @@ def selective_scan(
 def causal_conv1d(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, backend: Backend = "auto"
 ) -> torch.Tensor:
-    """Depthwise causal conv + SiLU. ``x``: (b, d, l), L-contiguous or channel-last (the kernel
-    keeps the layout; so does the F.conv1d fallback's caller, by reading the result's strides);
+    """Depthwise causal conv + SiLU. ``x``: (b, d, l), L-contiguous or channel-last (``causal_conv1d``'s
+    kernel returns the layout it was given; the F.conv1d fallback returns L-contiguous);
     ``weight``: (d, k)."""
     kind = resolve_backend(backend, x)
     if kind != "torch" and x.is_cuda and conv_kernel() is not None:
