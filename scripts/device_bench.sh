@@ -8,7 +8,10 @@
 #   eval-speed     evaluation speed, inference engine vs the HF baseline, batch invariance at scale
 #   profile        decode step: op-by-op vs fused Triton step (tile sweep), prefill split, kernel table
 #   gemv           batch-1 GEMV: cuBLAS vs a Triton row-block GEMV (config sweep)
-#   train-N        Cobra-recipe training throughput on N GPUs (FSDP)
+#   scan           Triton selective scan: GPU tests (vs mamba_ssm, PyTorch, HF's block), then the
+#                  Cobra-shape benchmark vs mamba_ssm and the Mamba-2.8B block step (hf vs fused mixer)
+#   train-N        Cobra-recipe training throughput on N GPUs (FSDP; recompute: auto)
+#   train-N-fused  the same with llm.mixer=fused (our mixer forward + Triton scan)
 #   resume         2-GPU sharded checkpoint save, then resume from it
 # Carry: .whl (hydra-core, omegaconf, antlr4, mambapy wheels) and .kern (prebuilt kernels).
 set -uo pipefail
@@ -34,6 +37,15 @@ for step in "$@"; do
         | grep -v "^\[transformers" | tail -30 ;;
     gemv)
       python3 scripts/bench_gemv.py $OUT/gemv_$dev.json 2>&1 | tail -6 ;;
+    scan)
+      python3 -m pytest -q -p no:cacheprovider tests/test_selective_scan_triton.py tests/test_hf_mamba.py \
+        tests/test_ssm.py 2>&1 | tail -8
+      python3 scripts/bench_selective_scan.py $OUT/selective_scan_$dev.json 2>&1 | grep -v "^\[transformers" | tail -30 ;;
+    train-*-fused)
+      n=${step#train-}; n=${n%-fused}
+      python3 -m mmssm_lightning.train experiment=benchmarks/cobra_throughput trainer.devices=$n llm.mixer=fused \
+        trainer.max_steps=$((2 * n)) callbacks.throughput.output=$OUT/throughput_${n}x${dev}_fused.json \
+        hydra.run.dir=/tmp/train_${n}_fused 2>&1 | grep -E "throughput:|Error|error|Traceback" | tail -8 ;;
     train-*)
       n=${step#train-}
       python3 -m mmssm_lightning.train experiment=benchmarks/cobra_throughput trainer.devices=$n \

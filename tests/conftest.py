@@ -46,6 +46,17 @@ def compose_cfg(tmp: Path, overrides: list[str] = (), small_data: bool = True) -
 SHARED_CACHE = Path(os.environ.get("PYTEST_MMSSM_CACHE", "/tmp/mmssm-test-cache"))
 
 
+def needs_triton():
+    """Skip unless Triton kernels can run here: triton installed, and on a GPU or in an interpreter
+    that works (Triton's interpreter breaks on numpy >= 2.4: NOTES.md)."""
+    pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        import numpy
+
+        if tuple(int(v) for v in numpy.__version__.split(".")[:2]) >= (2, 4):
+            pytest.skip(f"Triton's interpreter fails on numpy {numpy.__version__} (needs < 2.4)")
+
+
 @pytest.fixture
 def cfg_factory(tmp_path):
     return lambda overrides=(): compose_cfg(tmp_path, list(overrides))

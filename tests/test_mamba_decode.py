@@ -6,6 +6,7 @@ from transformers import MambaConfig, MambaForCausalLM
 
 from mmssm_lightning.inference.mamba_decode import MambaDecoder
 from mmssm_lightning.models.ssm import kernels
+from tests.conftest import needs_triton
 
 # Where mamba_ssm is installed, HF's Mamba runs its kernels, which need the GPU.
 DEVICE = "cuda" if kernels() is not None and torch.cuda.is_available() else "cpu"
@@ -53,7 +54,7 @@ def test_decoder_matches_full_recompute_greedy(residual_in_fp32):
 @pytest.mark.parametrize("gemv", ["mv", "triton"])
 def test_decoder_gemvs_at_batch_1(gemv):
     if gemv == "triton":
-        pytest.importorskip("triton")
+        needs_triton()
     torch.manual_seed(4)
     model = _tiny_mamba().to(DEVICE)
     embeds = torch.randn(1, 6, 32, device=DEVICE)
@@ -124,7 +125,7 @@ def test_decoder_on_gpu_kernels_and_cuda_graph_match_full_recompute(fused_step):
 @pytest.fixture
 def step_kernels():
     """The Triton step kernels: compiled on a GPU, else run by Triton's interpreter (conftest)."""
-    pytest.importorskip("triton")
+    needs_triton()
     import mmssm_lightning.inference.mamba_step_kernels as module
 
     return module

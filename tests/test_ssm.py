@@ -11,6 +11,7 @@ from mmssm_lightning.models.ssm import (
     selective_scan,
     selective_scan_reference,
     selective_scan_torch,
+    triton_scan,
 )
 
 
@@ -111,7 +112,10 @@ def test_cuda_backend_is_refused_clearly_without_kernels():
     with pytest.raises(RuntimeError, match="backend 'cuda'"):
         selective_scan(u, delta, A, B, C, backend="cuda")
     with pytest.raises(ValueError, match="backend"):
-        MambaMixer(8, backend="triton")
+        MambaMixer(8, backend="bogus")
+    if triton_scan() is None:
+        with pytest.raises(RuntimeError, match="triton is not installed"):
+            selective_scan(u, delta, A, B, C, backend="triton")
 
 
 @pytest.mark.skipif(

@@ -26,6 +26,9 @@ class CausalLM(nn.Module):
         config: ``model_type`` plus the HF config fields; required when not ``pretrained``.
         dtype: weight dtype at load; keep ``float32`` under bf16-mixed (Mamba's A_log/D want fp32).
         gradient_checkpointing: recompute each block in backward (HF's own implementation).
+        mixer: ``hf`` (HF's Mamba mixer, ``mamba_ssm``'s fused training path) or ``fused`` (HF's
+            blocks with our mixer forward: :mod:`~mmssm_lightning.models.hf_mamba`); Mamba only.
+        scan_backend: the ``fused`` mixer's selective scan: ``auto`` | ``triton`` | ``cuda`` | ``torch``.
     """
 
     def __init__(
@@ -36,10 +39,14 @@ class CausalLM(nn.Module):
         config: Mapping | None = None,
         dtype: str = "float32",
         gradient_checkpointing: bool = False,
+        mixer: str = "hf",
+        scan_backend: str = "auto",
     ) -> None:
         super().__init__()
         if dtype not in _DTYPES:
             raise ValueError(f"llm.dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if mixer not in ("hf", "fused"):
+            raise ValueError(f"llm.mixer must be 'hf' or 'fused', got {mixer!r}")
         if pretrained:
             self.model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
                 name_or_path, dtype=_DTYPES[dtype]
@@ -52,6 +59,11 @@ class CausalLM(nn.Module):
             fields = dict(config)
             hf_config = AutoConfig.for_model(fields.pop("model_type"), **fields)
             self.model = AutoModelForCausalLM.from_config(hf_config, dtype=_DTYPES[dtype])
+        if mixer == "fused":
+            from mmssm_lightning.models.hf_mamba import use_fused_mixers
+
+            if not use_fused_mixers(self.model, scan_backend):
+                raise ValueError(f"llm.mixer: fused needs a Mamba model; '{name_or_path}' has no MambaBlock")
         self.name_or_path = name_or_path
         self.tokenizer = tokenizer
         vocab = self.model.get_input_embeddings().num_embeddings

@@ -1,25 +1,32 @@
-"""The selective state space layer of Mamba (Gu & Dao 2023, §3.2 Alg. 2 and §3.4 Fig. 3), with two
+"""The selective state space layer of Mamba (Gu & Dao 2023, §3.2 Alg. 2 and §3.4 Fig. 3), with three
 backends that compute the same function:
 
-* ``cuda``: the ``mamba_ssm`` selective-scan and ``causal_conv1d`` CUDA kernels (when importable
-  and the input lives on a GPU);
+* ``triton``: our Triton selective scan (:mod:`~mmssm_lightning.models.kernels.selective_scan_triton`,
+  forward and backward, channel-last), with ``causal_conv1d``'s kernel for the convolution where
+  it is installed;
+* ``cuda``: the ``mamba_ssm`` selective-scan and ``causal_conv1d`` CUDA kernels;
 * ``torch``: a pure-PyTorch selective scan (:func:`selective_scan_torch`), chunked so that a
   sequence of L tokens takes L / chunk_size sequential steps instead of L.
 
-``backend="auto"`` takes the kernels where they can run and PyTorch elsewhere. The discretisation
-is the zero-order hold of Mamba eq. (4) for A (``exp(delta * A)``) and the simplified Euler step
-``delta * B`` for B, exactly as the kernels do.
+``backend="auto"`` takes the Triton scan on a GPU of compute capability 8.0 or newer where
+``triton`` imports (it is tuned for Hopper: experiments/benchmarks/README.md), else the
+``mamba_ssm`` kernels where they can run, else PyTorch. The discretisation is the zero-order hold
+of Mamba eq. (4) for A (``exp(delta * A)``) and the simplified Euler step ``delta * B`` for B,
+exactly as the kernels do.
 
 :class:`MambaMixer` is one Mamba layer with the parameter names of ``mamba_ssm.modules.mamba_simple.Mamba``
 and of Hugging Face's ``MambaMixer`` (``in_proj``, ``conv1d``, ``x_proj``, ``dt_proj``, ``A_log``,
-``D``, ``out_proj``), so released Mamba weights (e.g. mamba-130m for Q-Mamba) load by name.
-:class:`SelectiveSSM` is the bare SSM over K scan directions at once (VMamba's SS2D core, used by
-the MambaVLM projector, §3.2 eq. 7), each direction with its own parameters.
+``D``, ``out_proj``), so released Mamba weights (e.g. mamba-130m for Q-Mamba) load by name; its
+forward (:func:`mixer_forward`) also drives Hugging Face's mixer in training
+(:mod:`~mmssm_lightning.models.hf_mamba`). :class:`SelectiveSSM` is the bare SSM over K scan
+directions at once (VMamba's SS2D core, used by the MambaVLM projector, §3.2 eq. 7), each direction
+with its own parameters.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from functools import lru_cache
 from typing import Literal
 
@@ -27,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Backend = Literal["auto", "cuda", "torch"]
-_BACKENDS = ("auto", "cuda", "torch")
+Backend = Literal["auto", "cuda", "torch", "triton"]
+_BACKENDS = ("auto", "cuda", "torch", "triton")
 
 
 @lru_cache(maxsize=1)
@@ -42,7 +49,55 @@ def kernels() -> tuple | None:
     return selective_scan_fn, causal_conv1d_fn
 
 
+@lru_cache(maxsize=1)
+def triton_scan():
+    """Our Triton ``selective_scan_triton``, or None without ``triton``."""
+    try:
+        from mmssm_lightning.models.kernels.selective_scan_triton import selective_scan_triton
+    except ImportError:
+        return None
+    return selective_scan_triton
+
+
+@lru_cache(maxsize=1)
+def conv_kernel():
+    """``causal_conv1d_fn`` (CUDA) where installed, else None."""
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except ImportError:
+        return None
+    return causal_conv1d_fn
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def resolve_backend(backend: Backend, x: torch.Tensor) -> str:
+    """The scan that runs for ``backend`` on ``x``: ``triton``, ``cuda`` or ``torch``. Asking for
+    a backend that cannot run is an error naming why (``triton`` runs on CPU tensors only in
+    Triton's interpreter, ``TRITON_INTERPRET=1``)."""
+    if backend not in _BACKENDS:
+        raise ValueError(f"ssm backend must be one of {_BACKENDS}, got {backend!r}")
+    if backend == "torch":
+        return "torch"
+    if backend == "triton":
+        if triton_scan() is None:
+            raise RuntimeError("ssm backend 'triton' was asked for but triton is not installed")
+        if not x.is_cuda and not _interpreting():
+            raise RuntimeError("ssm backend 'triton' needs the input on a GPU (or TRITON_INTERPRET=1)")
+        return "triton"
+    if backend == "cuda":
+        use_kernels(backend, x)  # raises with the reason
+        return "cuda"
+    if x.is_cuda and triton_scan() is not None and torch.cuda.get_device_capability(x.device)[0] >= 8:
+        return "triton"
+    return "cuda" if use_kernels(backend, x) else "torch"
+
+
 def use_kernels(backend: Backend, x: torch.Tensor) -> bool:
+    """Whether the ``mamba_ssm`` / ``causal_conv1d`` CUDA kernels run (the decoder's step kernels
+    follow this; the prefill scan follows :func:`resolve_backend`)."""
     if backend not in _BACKENDS:
         raise ValueError(f"ssm backend must be one of {_BACKENDS}, got {backend!r}")
     if backend == "torch":
@@ -226,7 +281,10 @@ def selective_scan(
     backend: Backend = "auto",
     chunk_size: int = 8,
 ):
-    if use_kernels(backend, u):
+    kind = resolve_backend(backend, u)
+    if kind == "triton":
+        return triton_scan()(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    if kind == "cuda":
         scan_fn = kernels()[0]
         return scan_fn(
             u, delta, A, B.contiguous(), C.contiguous(), D, z, delta_bias, delta_softplus, return_last_state
@@ -239,9 +297,12 @@ def selective_scan(
 def causal_conv1d(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, backend: Backend = "auto"
 ) -> torch.Tensor:
-    """Depthwise causal conv + SiLU. ``x``: (b, d, l); ``weight``: (d, k)."""
-    if use_kernels(backend, x):
-        return kernels()[1](x, weight, bias, activation="silu")
+    """Depthwise causal conv + SiLU. ``x``: (b, d, l), L-contiguous or channel-last (``causal_conv1d``'s
+    kernel returns the layout it was given; the F.conv1d fallback returns L-contiguous);
+    ``weight``: (d, k)."""
+    kind = resolve_backend(backend, x)
+    if kind != "torch" and x.is_cuda and conv_kernel() is not None:
+        return conv_kernel()(x, weight, bias, activation="silu")
     k = weight.shape[1]
     out = F.conv1d(
         x,
@@ -251,6 +312,52 @@ def causal_conv1d(
         groups=x.shape[1],
     )
     return F.silu(out[..., : x.shape[-1]])
+
+
+def _masked(x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """(b, l, d) with padded positions zeroed, as Hugging Face's Mamba does before in_proj and x_proj."""
+    return x if attention_mask is None else (x * attention_mask[:, :, None]).to(x.dtype)
+
+
+def mixer_forward(
+    m: nn.Module,
+    hidden: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    backend: Backend = "auto",
+    chunk_size: int = 8,
+) -> torch.Tensor:
+    """One Mamba layer on ``m``'s parameters (``in_proj``, ``conv1d``, ``x_proj``, ``dt_proj``, ``A_log``,
+    ``D``, ``out_proj``; ours or Hugging Face's). ``(b, l, d_model) -> (b, l, d_model)``.
+
+    Every projection is one GEMM on a (b, l, .) activation (no batched einsums), and on the Triton
+    backend nothing is copied between them: in_proj's output is read channel-last by the conv
+    (``causal_conv1d`` keeps that layout) and by the scan, x_proj / dt_proj produce (b, l, .)
+    tensors the scan reads in place, and the scan's channel-last output feeds out_proj as is.
+    ``attention_mask`` (b, l) zeroes padded positions before in_proj and after the conv, as
+    Hugging Face's MambaMixer does."""
+    n, r = m.A_log.shape[1], m.dt_proj.in_features
+    kind = resolve_backend(backend, hidden)
+    x, z = m.in_proj(_masked(hidden, attention_mask)).transpose(1, 2).chunk(2, dim=1)  # (b, d, l) views
+    if kind != "triton":
+        x, z = x.contiguous(), z.contiguous()
+    x = causal_conv1d(x, m.conv1d.weight.squeeze(1), m.conv1d.bias, kind)
+    x = _masked(x.transpose(1, 2), attention_mask)  # (b, l, d)
+    dt, B, C = m.x_proj(x).split([r, n, n], dim=-1)
+    delta = F.linear(dt, m.dt_proj.weight)  # its bias enters the scan, in float32
+    y = selective_scan(
+        x.transpose(1, 2) if kind == "triton" else x.transpose(1, 2).contiguous(),
+        delta.transpose(1, 2) if kind == "triton" else delta.transpose(1, 2).contiguous(),
+        -torch.exp(m.A_log.float()),
+        B.transpose(1, 2),
+        C.transpose(1, 2),
+        m.D.float(),
+        z,
+        m.dt_proj.bias.float(),
+        delta_softplus=True,
+        backend=kind,
+        chunk_size=chunk_size,
+    )
+    return m.out_proj(y.transpose(1, 2))
 
 
 def _dt_rank(d_model: int, dt_rank: int | str) -> int:
@@ -275,7 +382,7 @@ class MambaMixer(nn.Module):
     Args:
         d_model: layer width. d_state: N. d_conv: conv width. expand: d_inner / d_model.
         dt_rank: rank of the delta projection (``auto`` = ceil(d_model / 16)).
-        backend: ``auto`` | ``cuda`` | ``torch`` (see module docstring).
+        backend: ``auto`` | ``triton`` | ``cuda`` | ``torch`` (see module docstring).
         chunk_size: steps the PyTorch scan solves in parallel.
     """
 
@@ -316,25 +423,8 @@ class MambaMixer(nn.Module):
         self.D = nn.Parameter(torch.ones(self.d_inner))
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # (b, d_inner, l) each
-        x = causal_conv1d(x.contiguous(), self.conv1d.weight.squeeze(1), self.conv1d.bias, self.backend)
-        dt, B, C = self.x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = (dt @ self.dt_proj.weight.t()).transpose(1, 2)  # (b, d_inner, l)
-        y = selective_scan(
-            x,
-            delta.contiguous(),
-            -torch.exp(self.A_log.float()),
-            B.transpose(1, 2),
-            C.transpose(1, 2),
-            self.D.float(),
-            z.contiguous(),
-            self.dt_proj.bias.float(),
-            delta_softplus=True,
-            backend=self.backend,
-            chunk_size=self.chunk_size,
-        )
-        return self.out_proj(y.transpose(1, 2))
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return mixer_forward(self, hidden, attention_mask, self.backend, self.chunk_size)
 
 
 class SelectiveSSM(nn.Module):
@@ -385,10 +475,11 @@ class SelectiveSSM(nn.Module):
             raise ValueError(f"SelectiveSSM built for {self.num_directions} directions got {k}")
         x_dbl = torch.einsum("bkld,kcd->bkcl", x, self._per_direction(self.x_proj_weight))
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=2)
-        delta = torch.einsum("bkrl,kdr->bkdl", dt, self._per_direction(self.dt_proj_weight))
+        delta = torch.einsum("bkrl,kdr->blkd", dt, self._per_direction(self.dt_proj_weight))
+        # (b, K d, l) views of channel-last (b, l, K d) tensors: the Triton scan reads them in place
         y = selective_scan(
-            x.transpose(2, 3).reshape(b, k * d, length),
-            delta.reshape(b, k * d, length),
+            x.transpose(1, 2).reshape(b, length, k * d).transpose(1, 2),
+            delta.reshape(b, length, k * d).transpose(1, 2),
             -torch.exp(self._per_direction(self.A_log).float()).reshape(k * d, self.d_state),
             B.contiguous(),  # (b, k, n, l): one group per direction
             C.contiguous(),

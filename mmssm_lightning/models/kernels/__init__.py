@@ -1,0 +1,1 @@
+"""Triton kernels of the Mamba layers (importing this package needs ``triton``)."""
