@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,8 @@ def git_state(repo: Path | None = None) -> dict:
         except (OSError, subprocess.SubprocessError):
             return None
 
+    if os.environ.get("MMSSM_COMMIT"):  # a copy of the tree whose .git is stale (the GPU device's)
+        return {"sha": os.environ["MMSSM_COMMIT"], "dirty": None}
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"sha": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
 

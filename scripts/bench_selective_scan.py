@@ -15,11 +15,9 @@ what ran. Parts whose packages are missing (mamba_ssm, causal_conv1d, triton) ar
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -31,21 +29,8 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before any Triton kernel is defined
 
 import mmssm_lightning  # noqa: E402,F401  (torchvision shim before transformers)
-
-
-def _version(pkg: str) -> str | None:
-    try:
-        return importlib.metadata.version(pkg)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _git() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+from mmssm_lightning.bench.provenance import package_version  # noqa: E402
+from mmssm_lightning.utils import git_state  # noqa: E402
 
 
 class Report:
@@ -282,11 +267,11 @@ def main() -> None:
         args.reps, args.warmup = min(args.reps, 2), 1
     info = {
         "command": " ".join([sys.executable, *sys.argv]),
-        "git": _git(),
+        "git": git_state(),
         "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu (Triton interpreter)",
         "versions": {
             "torch": torch.__version__,
-            **{k: _version(k) for k in ("triton", "mamba-ssm", "causal-conv1d", "transformers")},
+            **{k: package_version(k) for k in ("triton", "mamba-ssm", "causal-conv1d", "transformers")},
         },
         "tiny": args.tiny,
     }

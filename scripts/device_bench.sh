@@ -12,6 +12,11 @@
 #                  Cobra-shape benchmark vs mamba_ssm and the Mamba-2.8B block step (hf vs fused mixer)
 #   train-N        Cobra-recipe training throughput on N GPUs (FSDP; recompute: auto)
 #   train-N-fused  the same with llm.mixer=fused (our mixer forward + Triton scan)
+#   build-bg       build the mamba_ssm / causal_conv1d kernels into $SITE in the background (setsid:
+#                  the build outlives the call while the machine stays warm); wait-kernels waits for it
+#   table-fsdp     the tiny table (table=demo/shapes) as a 2-job sweep, FSDP on 2 GPUs: train, score, report
+#   eval-torchrun  mmssm-eval of that sweep's checkpoint on 1 GPU and under torchrun on 2: same results.json
+#   real-job       a Cobra-shaped job (random weights, 2 steps, FSDP on 2 GPUs) -> model.ckpt -> mmssm-eval
 #   resume         2-GPU sharded checkpoint save, then resume from it
 # Carry: .whl (hydra-core, omegaconf, antlr4, mambapy wheels) and .kern (prebuilt kernels).
 set -uo pipefail
@@ -37,6 +42,38 @@ for step in "$@"; do
         | grep -v "^\[transformers" | tail -30 ;;
     gemv)
       python3 scripts/bench_gemv.py $OUT/gemv_$dev.json 2>&1 | tail -6 ;;
+    build-bg)
+      mkdir -p /tmp/kpack
+      MAX_JOBS=${MAX_JOBS:-24} setsid nohup bash scripts/build_mamba_kernels.sh .kern/sdist "$SITE" /tmp/kpack \
+        > /tmp/kbuild.log 2>&1 < /dev/null &
+      echo "kernel build started (log /tmp/kbuild.log)" ;;
+    wait-kernels)
+      for _ in $(seq 600); do grep -q "mamba_ssm built" /tmp/kbuild.log 2>/dev/null && break; \
+        grep -qiE "error" /tmp/kbuild.log 2>/dev/null && break; sleep 1; done
+      tail -3 /tmp/kbuild.log; cp /tmp/kpack/*.build.json $OUT/ 2>/dev/null
+      python3 -c "from mmssm_lightning.models.ssm import kernels; print('mamba kernels:', kernels() is not None)" ;;
+    table-fsdp)
+      rm -rf /tmp/tbl; MMSSM_ROOT=/tmp/tbl python3 -m mmssm_lightning.train -m table=demo/shapes trainer=fsdp \
+        trainer.devices=2 trainer.max_steps=20 trainer.val_check_interval=10 data.per_device_batch_size=16 \
+        eval.prepare.n=24 > $OUT/table_fsdp_2x$dev.log 2>&1; echo "sweep exit $?"
+      sweep=/tmp/tbl/logs/train/multiruns/tables/demo/shapes
+      cp $sweep/report/report.md $OUT/table_fsdp_2x${dev}_report.md
+      python3 scripts/summarize_sweep.py $sweep $OUT/table_fsdp_2x$dev.json "table=demo/shapes trainer=fsdp trainer.devices=2" ;;
+    eval-torchrun)
+      ck=/tmp/tbl/logs/train/multiruns/tables/demo/shapes/seed-1/full/checkpoints/model.ckpt
+      common="ckpt_path=$ck protocol=llava benchmarks=synthetic eval_root=/tmp/tbl/data_cache/synthetic_benchmarks run=[vqav2,pope,mmbench]"
+      python3 -m mmssm_lightning.eval.evaluate $common hydra.run.dir=/tmp/ev1 > /tmp/ev1.log 2>&1
+      torchrun --nproc-per-node 2 -m mmssm_lightning.eval.evaluate $common hydra.run.dir=/tmp/ev2 > /tmp/ev2.log 2>&1
+      python3 scripts/compare_eval_results.py /tmp/ev1/results.json /tmp/ev2/results.json $OUT/eval_torchrun_2x$dev.json ;;
+    real-job)
+      python3 -m mmssm_lightning.train experiment=benchmarks/cobra_throughput trainer.devices=2 trainer.max_steps=2 \
+        data.global_batch_size=32 callbacks.throughput.warmup_batches=1 callbacks.throughput.output=/tmp/rj_tp.json \
+        hydra.run.dir=/tmp/rj > /tmp/rj.log 2>&1; echo "train exit $?"; grep -iE "error|Traceback" /tmp/rj.log | tail -3
+      MMSSM_ROOT=/tmp/rjeval python3 -c "from mmssm_lightning.data.synthetic_benchmarks import write_benchmarks; write_benchmarks("/tmp/rjeval/b", n=16)"
+      python3 -m mmssm_lightning.eval.evaluate ckpt_path=/tmp/rj/checkpoints/model.ckpt protocol=cobra benchmarks=synthetic \
+        eval_root=/tmp/rjeval/b "run=[vqav2,pope]" max_samples=16 hydra.run.dir=/tmp/rje > /tmp/rje.log 2>&1
+      echo "eval exit $?"; grep -iE "error|Traceback" /tmp/rje.log | tail -3
+      python3 scripts/summarize_real_job.py /tmp/rj /tmp/rje $OUT/real_job_2x$dev.json ;;
     scan)
       python3 -m pytest -q -p no:cacheprovider tests/test_selective_scan_triton.py tests/test_hf_mamba.py \
         tests/test_ssm.py 2>&1 | tail -8

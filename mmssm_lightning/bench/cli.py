@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import hydra
@@ -14,18 +13,12 @@ from omegaconf import DictConfig
 
 import mmssm_lightning  # noqa: F401  (torchvision compatibility shim before timm/transformers)
 from mmssm_lightning.bench.generation import copy_bandwidth, describe, time_generation
+from mmssm_lightning.bench.provenance import PACKAGES, package_version
 from mmssm_lightning.build import build_model, random_weights
 from mmssm_lightning.constants import CONF_DIR
 from mmssm_lightning.models.ssm import kernels
 from mmssm_lightning.models.vlm import VisionLanguageModel
 from mmssm_lightning.utils import git_state
-
-
-def _version(pkg: str) -> str | None:
-    try:
-        return version(pkg)
-    except PackageNotFoundError:
-        return None
 
 
 def build(node: DictConfig, device: torch.device, dtype: torch.dtype) -> VisionLanguageModel:
@@ -46,9 +39,7 @@ def run_generation(cfg: DictConfig) -> dict:
         f"greedy; median of {cfg.repeats} runs after {cfg.warmup} warm-up; prefill = image encoding + prompt",
         "command": " ".join(["mmssm-bench", *sys.argv[1:]]),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "versions": {
-            p: _version(p) for p in ("torch", "transformers", "timm", "mamba-ssm", "causal-conv1d", "triton")
-        },
+        "versions": {p: package_version(p) for p in PACKAGES},
         "git": git_state(),
         "ssm_kernels": kernels() is not None,
         "copy_bandwidth_GBps": bandwidth / 1e9 if bandwidth else None,

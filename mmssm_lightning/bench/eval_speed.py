@@ -33,7 +33,6 @@ import json
 import statistics
 import sys
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
@@ -45,6 +44,7 @@ import mmssm_lightning  # noqa: F401  (torchvision compatibility shim before tim
 from mmssm_lightning.bench.cli import build
 from mmssm_lightning.bench.generation import describe
 from mmssm_lightning.bench.init import mamba_ssm_init, perturbation_gain
+from mmssm_lightning.bench.provenance import PACKAGES, package_version
 from mmssm_lightning.build import random_weights
 from mmssm_lightning.constants import CONF_DIR
 from mmssm_lightning.data.collate import pad_sequences
@@ -79,13 +79,6 @@ TARGETS = {
     "generate16_b1_samples_per_s": 20.0,
 }
 PROTOCOLS = ("cobra", "llava", "q_mamba", "pythia_vl")
-
-
-def _version(pkg: str) -> str | None:
-    try:
-        return version(pkg)
-    except PackageNotFoundError:
-        return None
 
 
 def _sync(device: torch.device) -> None:
@@ -239,9 +232,7 @@ def run(args: argparse.Namespace) -> dict:
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": str(dtype),
-        "versions": {
-            p: _version(p) for p in ("torch", "transformers", "timm", "mamba-ssm", "causal-conv1d", "triton")
-        },
+        "versions": {p: package_version(p) for p in PACKAGES},
         "git": git_state(),
         "ssm_kernels": kernels() is not None,
         "targets": TARGETS,
