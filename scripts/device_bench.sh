@@ -69,7 +69,7 @@ for step in "$@"; do
       python3 -m mmssm_lightning.train experiment=benchmarks/cobra_throughput trainer.devices=2 trainer.max_steps=2 \
         data.global_batch_size=32 callbacks.throughput.warmup_batches=1 callbacks.throughput.output=/tmp/rj_tp.json \
         hydra.run.dir=/tmp/rj > /tmp/rj.log 2>&1; echo "train exit $?"; grep -iE "error|Traceback" /tmp/rj.log | tail -3
-      MMSSM_ROOT=/tmp/rjeval python3 -c "from mmssm_lightning.data.synthetic_benchmarks import write_benchmarks; write_benchmarks("/tmp/rjeval/b", n=16)"
+      python3 -c "from mmssm_lightning.data.synthetic_benchmarks import write_benchmarks; write_benchmarks('/tmp/rjeval/b', n=16)"
       python3 -m mmssm_lightning.eval.evaluate ckpt_path=/tmp/rj/checkpoints/model.ckpt protocol=cobra benchmarks=synthetic \
         eval_root=/tmp/rjeval/b "run=[vqav2,pope]" max_samples=16 hydra.run.dir=/tmp/rje > /tmp/rje.log 2>&1
       echo "eval exit $?"; grep -iE "error|Traceback" /tmp/rje.log | tail -3
