@@ -233,7 +233,7 @@ class Evaluator:
             answered = {k: v for part in gather(answered) for k, v in part.items()}
         preds = [answered[i][0] for i in range(len(samples))]
         # every rank scores all answers in the benchmark's order: the numbers equal one process's
-        metric = protocol.metric().to(self.device)
+        metric = protocol.metric()  # on the CPU: every rank scores all answers itself, no sync
         metric.distributed_available_fn = _single_process
         # metrics that score the candidates' probabilities (AUCs) declare update(..., scores=): the
         # probabilities renormalised over the candidates (Prismatic's return_string_probabilities)

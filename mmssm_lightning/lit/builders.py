@@ -8,6 +8,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from mmssm_lightning.data.datamodule import BaseDataModule, accumulation_steps
@@ -62,6 +63,9 @@ def build_trainer(cfg: DictConfig, dm: BaseDataModule) -> L.Trainer:
     derived from the global batch size (data.global_batch_size is the knob)."""
     accumulate = accumulation_steps(dm.global_batch_size, dm.per_device_batch_size, world_size(cfg.trainer))
     loggers = build_loggers(cfg)
+    callbacks = build_callbacks(cfg)
+    if cfg.trainer.get("enable_progress_bar") is False:  # a progress callback would contradict it
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     return instantiate(cfg.trainer, _partial_=True, _convert_="all")(
-        logger=loggers or False, callbacks=build_callbacks(cfg), accumulate_grad_batches=accumulate
+        logger=loggers or False, callbacks=callbacks, accumulate_grad_batches=accumulate
     )
