@@ -18,6 +18,7 @@
 #   eval-torchrun  mmssm-eval of that sweep's checkpoint on 1 GPU and under torchrun on 2: same results.json
 #   real-job       a Cobra-shaped job (random weights, 2 steps, FSDP on 2 GPUs) -> model.ckpt -> mmssm-eval
 #   resume         2-GPU sharded checkpoint save, then resume from it
+#   profile-train  the kernel table of two Cobra-recipe micro-batches (bench/throughput.py ProfileWindow)
 # Carry: .whl (hydra-core, omegaconf, antlr4, mambapy wheels) and .kern (prebuilt kernels).
 set -uo pipefail
 source scripts/device_setup.sh
@@ -78,6 +79,10 @@ for step in "$@"; do
       python3 -m pytest -q -p no:cacheprovider tests/test_selective_scan_triton.py tests/test_hf_mamba.py \
         tests/test_ssm.py 2>&1 | tail -8
       python3 scripts/bench_selective_scan.py $OUT/selective_scan_$dev.json 2>&1 | grep -v "^\[transformers" | tail -30 ;;
+    profile-train)
+      python3 -m mmssm_lightning.train experiment=benchmarks/cobra_throughput trainer.max_steps=2 \
+        "+callbacks.profile={_target_:mmssm_lightning.bench.throughput.ProfileWindow,start:5,count:2,output:$OUT/train_profile_1x$dev.txt}" \
+        callbacks.throughput.output=/tmp/tp_profile.json hydra.run.dir=/tmp/train_profile 2>&1 | tail -3 ;;
     train-*-fused)
       n=${step#train-}; n=${n%-fused}
       python3 -m mmssm_lightning.train experiment=benchmarks/cobra_throughput trainer.devices=$n llm.mixer=fused \

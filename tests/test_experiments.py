@@ -86,9 +86,15 @@ def tiny_overrides(tmp: Path, experiment: str) -> list[str]:
     return ov
 
 
-def test_every_paper_has_experiments():
-    papers = {e.split("/")[0] for e in EXPERIMENTS}
-    assert papers == {"cobra", "mambavlm", "vl_mamba", "q_mamba", "pythia_vs_mamba", "benchmarks"}
+def test_every_paper_has_experiments_and_tables():
+    """Every paper folder of experiments/ (a reported.yaml) has experiment configs and table configs,
+    and every experiment config belongs to a paper folder."""
+    root = Path(CONF_DIR).parent / "experiments"
+    papers = {p.parent.name for p in root.glob("*/reported.yaml")} - {"demo"}
+    assert papers, "no experiments/<paper>/reported.yaml"
+    assert papers == {e.split("/")[0] for e in EXPERIMENTS} - {"benchmarks"}
+    tables = {p.parent.name for p in (Path(CONF_DIR) / "table").glob("*/*.yaml")}
+    assert papers | {"demo"} == tables
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -3,7 +3,8 @@
 Pixels leave here as float tensors in [0, 1]; each tower applies its own mean/std, so DINOv2
 (ImageNet statistics) and SigLIP (0.5/0.5) can share one resized image as in Cobra/Prismatic.
 ``naive`` squashes to a square (Prismatic's "resize-naive", Cobra's choice); ``letterbox`` pads to
-a square with the mean colour first, keeping the aspect ratio.
+a square with grey (127, 127, 127) first, keeping the aspect ratio (LLaVA's ``expand2square`` pads
+with the image processor's mean colour: 127.5 for SigLIP's / CLIP-like 0.5 means).
 """
 
 from __future__ import annotations

@@ -11,8 +11,6 @@ grounding task of Pythia-VL vs Mamba-VL §5.3.2).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
@@ -21,6 +19,7 @@ from mmssm_lightning.models.encoders import VisionTower
 from mmssm_lightning.models.framing import ImageFraming
 from mmssm_lightning.models.llm import CausalLM
 from mmssm_lightning.models.loss import LossNormalization, selected_lm_loss, supervised_positions
+from mmssm_lightning.models.projectors.base import ProjectorFactory, check_projector
 
 
 class VisionLanguageModel(nn.Module):
@@ -34,7 +33,7 @@ class VisionLanguageModel(nn.Module):
     def __init__(
         self,
         vision: VisionTower | None,
-        projector: Callable[..., nn.Module] | None,
+        projector: ProjectorFactory | None,
         llm: CausalLM,
         framing: ImageFraming | None = None,
     ) -> None:
@@ -47,7 +46,11 @@ class VisionLanguageModel(nn.Module):
         if vision is not None:
             if projector is None:
                 raise ValueError("a vision tower needs a projector (projector=...)")
-            self.projector = projector(in_dim=vision.embed_dim, out_dim=llm.hidden_size, layout=vision.layout)
+            self.projector = check_projector(
+                projector(in_dim=vision.embed_dim, out_dim=llm.hidden_size, layout=vision.layout),
+                vision.embed_dim,
+                llm.hidden_size,
+            )
             layout = self.projector.out_layout
             self.num_image_tokens = layout.num_tokens
             if framing is not None:
@@ -119,6 +122,18 @@ class VisionLanguageModel(nn.Module):
                 out_labels[b, sl] = lab
         return embeds, mask, out_labels
 
+    def embed_inputs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        padding_side: str = "right",
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Images encoded and spliced into the embedded text: ``(embeds, mask, labels)``."""
+        image_embeds = self.encode_images(pixel_values) if pixel_values is not None else None
+        return self.splice(input_ids, attention_mask, image_embeds, labels, padding_side)
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -127,8 +142,7 @@ class VisionLanguageModel(nn.Module):
         labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Returns the LM logits over the spliced sequence and the labels aligned to them."""
-        image_embeds = self.encode_images(pixel_values) if pixel_values is not None else None
-        embeds, mask, labels = self.splice(input_ids, attention_mask, image_embeds, labels, "right")
+        embeds, mask, labels = self.embed_inputs(input_ids, attention_mask, pixel_values, labels)
         return self.llm(embeds, mask), labels
 
     def loss(
@@ -140,8 +154,7 @@ class VisionLanguageModel(nn.Module):
         normalization: LossNormalization = "token",
     ) -> torch.Tensor:
         """Next-token loss of the answer tokens; the LM head runs only where a target follows."""
-        image_embeds = self.encode_images(pixel_values) if pixel_values is not None else None
-        embeds, mask, labels = self.splice(input_ids, attention_mask, image_embeds, labels, "right")
+        embeds, mask, labels = self.embed_inputs(input_ids, attention_mask, pixel_values, labels)
         where, targets = supervised_positions(labels)
         return selected_lm_loss(self.llm(embeds, mask, where), targets, where, normalization)
 
