@@ -52,7 +52,12 @@ def _is(value: object, kind: str) -> bool:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise ValueError naming the first key whose value has the wrong type."""
+    """Raise ValueError naming the first key that has no value but needs one (``???``), or whose
+    value has the wrong type."""
+    # stage_recipe holds every stage's settings; only the running stage's are read (and resolved)
+    missing = [k for k in OmegaConf.missing_keys(cfg) if not k.startswith(("stage_recipe", "hydra"))]
+    if missing:
+        raise ValueError(f"{missing[0]} must be set: it has no default (e.g. {missing[0]}=<value>)")
     for key, (kind, nullable) in CHECKS.items():
         if OmegaConf.select(cfg, key, default="<absent>", throw_on_missing=False) == "<absent>":
             continue

@@ -192,7 +192,11 @@ def test_cobra_protocol_end_to_end(tmp_path, checkpoint, synth):  # noqa: F811
         ("ai2d_all", ["A", "B", "C", "D"], ["val", "test"]),
     ):
         p, s = preds(name), samples(name)
-        probs = np.array([p[i]["scores"] for i in s])
+        # the predictions file keeps each candidate's log-probability: renormalised over the
+        # candidates, they are the probabilities the metrics scored
+        logp = np.array([[p[i]["scores"][c] for c in classes] for i in s])
+        probs = np.exp(logp - logp.max(1, keepdims=True))
+        probs /= probs.sum(1, keepdims=True)
         labels = np.array([classes.index(s[i].label) for i in s])
         assert probs.shape == (len(s), len(classes)) and np.allclose(probs.sum(1), 1)
         assert [p[i]["prediction"] for i in s] == [classes[j] for j in probs.argmax(1)]

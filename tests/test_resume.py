@@ -173,6 +173,7 @@ def test_resume_on_two_ddp_ranks_with_accumulation_replays_each_rank(tmp_path):
         "module.val_generate=false",
         "trainer.limit_val_batches=0",
         "trainer.max_steps=6",
+        "trainer.max_epochs=-1",
         "callbacks.checkpoint.every_n_train_steps=2",
         "data.per_device_batch_size=8",
         "data.global_batch_size=32",

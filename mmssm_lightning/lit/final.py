@@ -20,12 +20,14 @@ def save_final_weights(trainer: L.Trainer, module: L.LightningModule, run_dir: s
     rank 0 writes; ``mmssm-eval``, ``init_from`` and the converters need no consolidation step."""
     strategy = trainer.strategy
     if isinstance(strategy, FSDPStrategy):
-        kept = strategy._state_dict_type
-        strategy._state_dict_type = "full"  # Lightning's full state dict: gathered to rank 0, on CPU
-        try:
-            state = strategy.lightning_module_state_dict()
-        finally:
-            strategy._state_dict_type = kept
+        from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        # Gathered to rank 0 and moved to the CPU there; CPU processes (gloo, CI) keep their tensors
+        # where they are (offloading CPU tensors "to the CPU" crashes torch's FSDP).
+        config = FullStateDictConfig(offload_to_cpu=strategy.root_device.type != "cpu", rank0_only=True)
+        with FSDP.state_dict_type(strategy.model, StateDictType.FULL_STATE_DICT, config):
+            state = strategy.model.state_dict()
     else:
         state = module.state_dict()
     path = checkpoint_dir(run_dir) / WEIGHTS
