@@ -126,6 +126,9 @@ def test_bad_override_is_a_short_clear_error(tmp_path):
 
 
 def test_wandb_logs_offline_into_the_run_dir(tmp_path, monkeypatch):
+    """One offline wandb run per job: named by experiment, stage and the overrides that tell a sweep
+    job apart, grouped by experiment (a table's name in a table sweep), typed by stage, carrying the
+    resolved config as its hyper-parameters and the evaluation results in its summary."""
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_MODE", raising=False)
     cfg = compose_cfg(
@@ -135,16 +138,33 @@ def test_wandb_logs_offline_into_the_run_dir(tmp_path, monkeypatch):
             "trainer.max_steps=2",
             "trainer.val_check_interval=2",
             "module.val_generate=false",
-            "evaluate=false",
             "callbacks.checkpoint=null",
+            "job_name=seed-1",
         ],
     )
     assert cfg.logger.wandb.offline is True
     assert (cfg.logger.wandb.group, cfg.logger.wandb.job_type) == ("demo", "full")
-    run(cfg)
+    assert cfg.logger.wandb.name == "demo-full-seed-1"
+    assert compose_cfg(tmp_path, ["logger=wandb", "table=demo/shapes"]).logger.wandb.group == "demo/shapes"
+    import wandb
+
+    seen = {}
+    finish = wandb.finish
+
+    def record_then_finish(*args, **kwargs):  # what the run holds when the job ends
+        if wandb.run is not None:
+            seen.update(config=dict(wandb.run.config), summary=dict(wandb.run.summary), name=wandb.run.name)
+            seen["group"] = wandb.run.group
+        return finish(*args, **kwargs)
+
+    monkeypatch.setattr(wandb, "finish", record_then_finish)
+    payload = run(cfg)
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert any(runs[0].glob("*.wandb"))
+    assert (seen["name"], seen["group"]) == ("demo-full-seed-1", "demo")
+    assert seen["config"]["experiment_name"] == "demo" and seen["config"]["optim"]["optimizer"]["lr"] == 1e-3
+    assert seen["summary"]["test/acc/mean"] == pytest.approx(payload["test_accuracy"]["mean"])
 
 
 def test_init_from_takes_weights_only_and_names_a_mismatch(tmp_path):
