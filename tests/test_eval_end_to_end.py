@@ -293,7 +293,15 @@ def test_workers_and_length_batches_change_no_answer(tmp_path, checkpoint, synth
         (tmp_path / label).mkdir()
         runs[label] = ev.run(name, bench, proto, None, tmp_path / label)
     samples = bench.samples()
-    assert runs["plain"]["metrics"] == runs["piped"]["metrics"]
+    plain_m, piped_m = runs["plain"]["metrics"], runs["piped"]["metrics"]
+    assert plain_m.keys() == piped_m.keys()
+    for key, value in plain_m.items():
+        # answers are equal, so every count-based number is; the AUCs rank the candidates'
+        # probabilities, equal across batchings to rounding (~1e-7), which can swap a near tie
+        if "auc" in key:
+            assert piped_m[key] == pytest.approx(value, abs=0.05), key
+        else:
+            assert piped_m[key] == value, key
     plain, lines = (_predictions(tmp_path / label / f"{name}.predictions.jsonl") for label in runs)
     _same_predictions(plain, lines)
     assert [line["id"] for line in lines] == [s.id for s in samples]
