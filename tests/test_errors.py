@@ -82,6 +82,7 @@ def test_a_checkpoint_of_another_architecture_is_named(tmp_path, trained):
         run(other)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_cli_errors_are_one_line_without_a_traceback(tmp_path):
     env = {**os.environ, "MMSSM_ROOT": str(tmp_path)}

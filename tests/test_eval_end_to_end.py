@@ -162,6 +162,7 @@ def test_pythia_vl_protocol_grounding_and_captions(tmp_path, checkpoint, synth):
             assert eos not in p or (p.endswith(eos) and p.count(eos) == 1), p
 
 
+@pytest.mark.slow
 def test_unknown_benchmark_and_missing_checkpoint_are_clear_errors(tmp_path, checkpoint, synth):
     with pytest.raises(ValueError, match="protocol 'cobra' does not define benchmark 'mme'"):
         evaluate(_eval_cfg(tmp_path, checkpoint, synth, "cobra", ["mme"]))
@@ -215,6 +216,7 @@ def test_prismatic_release_converts_and_evaluates(tmp_path, checkpoint, synth):
         convert(tmp_path / "bad.pt", tmp_path / "bad.ckpt", [])
 
 
+@pytest.mark.slow
 def test_wandb_table_offline(tmp_path, checkpoint, synth, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = _eval_cfg(tmp_path, checkpoint, synth, "llava", ["pope"])

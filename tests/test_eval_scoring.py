@@ -302,6 +302,7 @@ def _sync_worker(rank, world, port, queue):
         queue.put((rank, repr(e), None))
 
 
+@pytest.mark.slow
 def test_metrics_sync_across_ranks():
     """Two gloo ranks, each with half the samples, compute the full-corpus numbers (CIDEr's document
     frequencies need every rank's references)."""

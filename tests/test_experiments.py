@@ -108,6 +108,7 @@ def test_experiment_composes_for_both_stages(tmp_path, experiment):
             assert c["init_from"] == (None if stage == "align" else "auto")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_architecture_trains_one_step_tiny(tmp_path, experiment):
     paper = compose_cfg(tmp_path, [f"experiment={experiment}"], small_data=False)

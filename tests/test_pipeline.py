@@ -64,8 +64,17 @@ def _expand(params: dict) -> list[list[str]]:
     return [list(job) for job in product(*lists)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("table", TABLES)
 def test_every_table_composes_into_its_jobs(tmp_path, table):
+    _check_table(tmp_path, table)
+
+
+def test_a_two_stage_table_composes_into_its_jobs_in_order(tmp_path):
+    _check_table(tmp_path, "vl_mamba/table5")
+
+
+def _check_table(tmp_path, table):
     base = [f"table={table}", f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/out"]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         sweep = compose("train", overrides=base, return_hydra_config=True)
@@ -253,6 +262,7 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert RunStatus.read(tmp_path / "sweep" / "global_batch_size-16" / "full").finished
 
 
+@pytest.mark.slow
 def test_slurm_launcher_dry_run_writes_one_task_per_gpu(tmp_path):
     cmd = [
         sys.executable,

@@ -254,6 +254,7 @@ def test_grounding_adds_tokens_with_seeded_embeddings(tmp_path):
     assert not torch.allclose(emb[ids], b.llm.model.get_input_embeddings().weight[ids])
 
 
+@pytest.mark.slow
 def test_grounding_trains_and_logs_accuracy_per_position(tmp_path):
     cfg = compose_cfg(
         tmp_path,

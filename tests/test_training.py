@@ -27,6 +27,7 @@ def _losses(run_dir: Path) -> list[float]:
     return [float(r["train/loss"]) for r in rows if r.get("train/loss")]
 
 
+@pytest.mark.slow
 def test_demo_loss_falls(tmp_path):
     cfg = compose_cfg(
         tmp_path,
@@ -54,6 +55,7 @@ def test_demo_loss_falls(tmp_path):
     assert "sha" in json.loads((tmp_path / "run" / "git.json").read_text())
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_weights_only_and_resumes(tmp_path):
     common = [
         "trainer.val_check_interval=4",
@@ -77,6 +79,7 @@ def test_checkpoint_loads_weights_only_and_resumes(tmp_path):
     assert int(next(iter(state.values()))["step"]) == 8
 
 
+@pytest.mark.slow
 def test_two_point_multirun(tmp_path):
     env = {**os.environ, "MMSSM_ROOT": str(tmp_path), "PYTEST_MMSSM_CACHE": str(SHARED_CACHE)}
     cmd = [
@@ -107,6 +110,7 @@ def test_two_point_multirun(tmp_path):
     assert lrs == [0.001, 0.002]
 
 
+@pytest.mark.slow
 def test_bad_override_is_a_short_clear_error(tmp_path):
     env = {**os.environ, "MMSSM_ROOT": str(tmp_path)}
     cmd = [
@@ -125,6 +129,7 @@ def test_bad_override_is_a_short_clear_error(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_wandb_logs_offline_into_the_run_dir(tmp_path, monkeypatch):
     """One offline wandb run per job: named by experiment, stage and the overrides that tell a sweep
     job apart, grouped by experiment (a table's name in a table sweep), typed by stage, carrying the
@@ -167,6 +172,7 @@ def test_wandb_logs_offline_into_the_run_dir(tmp_path, monkeypatch):
     assert seen["summary"]["test/acc/mean"] == pytest.approx(payload["test_accuracy"]["mean"])
 
 
+@pytest.mark.slow
 def test_init_from_takes_weights_only_and_names_a_mismatch(tmp_path):
     from hydra.utils import instantiate
 
