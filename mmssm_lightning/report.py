@@ -152,6 +152,11 @@ def build_rows(jobs: list[JobResult], spec: DictConfig) -> tuple[list[Row], list
     metrics = dict(table.get("metrics") or {})
     scale = dict(table.get("scale") or {})
     benches = list(spec.run) or sorted({b for j in jobs for b in j.scores})
+    # a sweep may score more than this table shows (Pythia-VL's Tables 1 and 2 share their jobs):
+    # the columns are the benchmarks the paper's table has, where it has any
+    printed = {c for row in reported.values() if isinstance(row, dict) for c in row}
+    if printed and any(columns_map.get(b, b) in printed for b in benches):
+        benches = [b for b in benches if columns_map.get(b, b) in printed]
     rows_map = dict(table.get("rows") or {})
     groups: dict[str, list[JobResult]] = {}
     for job in jobs:
