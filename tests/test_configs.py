@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -98,3 +99,16 @@ def test_real_llm_configs_describe_real_shapes(tmp_path, option):
     }
     size = {"phi_2": 2.78}.get(option) or next(v for k, v in expected.items() if f"_{k}" in option)
     assert billions == pytest.approx(size, rel=0.12), f"{option}: {billions:.2f}B parameters"
+
+
+def test_no_experiment_means_a_real_runs_defaults_not_the_demos(tmp_path):
+    """Without experiment=, nothing of the demo leaks in: one stage in which the towers stay frozen,
+    AdamW at 2e-5, the image first, one epoch, no step cap."""
+    from tests.conftest import SHARED_CACHE
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.root_dir={tmp_path}", f"paths.cache_dir={SHARED_CACHE}"])
+    assert cfg.experiment_name == "default" and cfg.stage.name == "single"
+    assert "vision" not in cfg.stage.trainable
+    assert cfg.optim.optimizer.lr == 2e-5 and cfg.prompt.image_position == "first"
+    assert (cfg.trainer.max_epochs, cfg.trainer.max_steps) == (1, -1)

@@ -422,3 +422,35 @@ def test_two_processes_write_what_one_writes(tmp_path, checkpoint, synth):
         _same_predictions(one, two)
         assert len(one) == results[0]["benchmarks"][name]["n"]
     assert not list(outs[2].glob("*.rank*"))  # no per-rank files: rank 0 writes the merged ones
+
+
+def test_missing_benchmark_files_stop_before_any_forward_and_scores_are_written_per_benchmark(
+    tmp_path, checkpoint, synth, monkeypatch
+):
+    """mmssm-eval checks every requested benchmark's files before the first forward (one line
+    naming them), and rewrites results.json after each benchmark, so a later failure keeps the
+    finished scores."""
+    cfg = _eval_cfg(tmp_path, checkpoint, synth, "llava", ["vqav2", "pope"])
+    cfg.benchmarks.pope.files.random = str(tmp_path / "gone.json")
+    with pytest.raises(
+        FileNotFoundError, match=r"benchmark files missing \(nothing was scored\): pope: .*gone.json"
+    ):
+        evaluate(cfg)
+    assert not (tmp_path / "out" / "results.json").exists()
+    cfg = _eval_cfg(tmp_path, checkpoint, synth, "llava", ["vqav2", "pope"])
+    calls = []
+    original = Evaluator.run
+
+    def fail_second(self, name, *args, **kwargs):
+        calls.append(name)
+        if len(calls) == 2:
+            raise RuntimeError("the machine went away")
+        return original(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(Evaluator, "run", fail_second)
+    with pytest.raises(RuntimeError):
+        evaluate(cfg)
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert (
+        list(written["benchmarks"]) == ["vqav2"] and "accuracy" in written["benchmarks"]["vqav2"]["metrics"]
+    )

@@ -193,3 +193,31 @@ def test_resume_on_two_ddp_ranks_with_accumulation_replays_each_rank(tmp_path):
         _assert_replays(resumed, full[4:])
         shards.append({i for r in full[:6] for i in r["indices"]})
     assert not shards[0] & shards[1] and len(shards[0] | shards[1]) == 96  # the ranks split epoch 0
+
+
+def test_resume_with_changed_settings_decides_per_key_and_records_it(tmp_path):
+    """A new learning rate applies from the resumed step (the schedule re-derived over the run's
+    length) and resume.json records it; another architecture is refused (tests/test_errors.py)."""
+    import json
+
+    common = ["trainer.val_check_interval=4", "module.val_generate=false", "evaluate=false"]
+    run(compose_cfg(tmp_path, ["trainer.max_steps=4", "callbacks.checkpoint.every_n_train_steps=4", *common]))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    resumed = tmp_path / "resumed"
+    cfg = compose_cfg(
+        resumed, ["trainer.max_steps=6", f"ckpt_path={last}", "optim.optimizer.lr=1e-2", *common]
+    )
+    run(cfg)
+    record = json.loads((resumed / "run" / "resume.json").read_text())
+    changes = {c["key"]: c for c in record["changes"]}
+    assert changes["optim.optimizer.lr"] == {
+        "key": "optim.optimizer.lr",
+        "checkpoint": 1e-3,
+        "now": 1e-2,
+        "action": "rederive",
+    }
+    assert changes["trainer.max_steps"]["action"] == "rederive" and record["step"] == 4
+    after = torch.load(resumed / "run" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    sched = after["lr_schedulers"][0]
+    assert sched["base_lrs"] == [1e-2] * len(sched["base_lrs"])  # the new peak, not the checkpoint's
+    assert after["mmssm_config"]["optim"]["optimizer"]["lr"] == 1e-2
