@@ -53,9 +53,12 @@ def _read_sharded(folder: Path, what: str) -> dict[str, Any]:
     return ckpt
 
 
-def checkpoint_state(path: str | Path, what: str, prefix: str = "") -> dict[str, torch.Tensor]:
-    """The weights of a checkpoint whose keys start with ``prefix``, the prefix stripped."""
-    state = read_checkpoint(path, what).get("state_dict")
+def checkpoint_state(
+    path: str | Path, what: str, prefix: str = "", ckpt: dict[str, Any] | None = None
+) -> dict[str, torch.Tensor]:
+    """The weights of a checkpoint whose keys start with ``prefix``, the prefix stripped (``ckpt``:
+    the checkpoint already read from ``path``)."""
+    state = (ckpt if ckpt is not None else read_checkpoint(path, what)).get("state_dict")
     if not isinstance(state, dict):
         raise ValueError(f"{what}: {path} holds no state_dict (not a Lightning checkpoint)")
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}

@@ -58,8 +58,8 @@ def finished_runs(folder: Path) -> list[Path]:
     """Run folders directly under ``folder`` whose status says finished, oldest first."""
     if not folder.is_dir():
         return []
-    runs = [p for p in folder.iterdir() if p.is_dir() and RunStatus.read(p).finished]
-    return sorted(runs, key=lambda p: RunStatus.read(p).updated or 0.0)
+    statuses = [(p, RunStatus.read(p)) for p in folder.iterdir() if p.is_dir()]
+    return [p for p, s in sorted(statuses, key=lambda ps: ps[1].updated or 0.0) if s.finished]
 
 
 def resolve_init_from(

@@ -80,7 +80,7 @@ def run(cfg: DictConfig) -> dict:
         if cfg.ckpt_path in (None, "auto"):
             raise ValueError("train=false needs ckpt_path=<checkpoint> to evaluate")
         ckpt = read_checkpoint(cfg.ckpt_path, "ckpt_path")
-        load_weights(module, cfg.ckpt_path, "ckpt_path")
+        load_weights(module, cfg.ckpt_path, "ckpt_path", ckpt)
         step, stage = ckpt.get("global_step", "?"), ckpt.get("stage", "?")
         _say(f"evaluating {cfg.ckpt_path} (step {step}, stage {stage})")
     trainer = build_trainer(cfg, dm)

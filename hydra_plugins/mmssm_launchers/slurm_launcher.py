@@ -20,9 +20,8 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
-from omegaconf import OmegaConf
 
-from hydra_plugins.mmssm_launchers.subprocess_launcher import write_table_report
+from hydra_plugins.mmssm_launchers.subprocess_launcher import job_location, write_table_report
 from mmssm_lightning.sweep import JobRecord, RunStatus, SweepLedger, job_names, record_failures
 
 log = logging.getLogger(__name__)
@@ -46,10 +45,7 @@ class SlurmLauncher(BaseSubmititLauncher):
 
     def _job_dir(self, overrides: Sequence[str]) -> tuple[Path, str | None]:
         assert self.hydra_context is not None and self.config is not None
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir), OmegaConf.select(
-            cfg, "stage.name"
-        )
+        return job_location(self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides)))
 
     def waves(self, job_overrides: Sequence[Sequence[str]]) -> list[list[tuple[int, list[str], Path]]]:
         """The jobs still to run, named and grouped by stage in stage order (align, finetune, ...)."""

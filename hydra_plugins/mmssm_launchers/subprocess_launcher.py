@@ -51,6 +51,11 @@ def entry_command() -> list[str]:
     return [sys.executable, os.path.abspath(sys.argv[0])]
 
 
+def job_location(cfg: DictConfig) -> tuple[Path, str | None]:
+    """A sweep job's folder and stage, from the job's composed config."""
+    return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir), OmegaConf.select(cfg, "stage.name")
+
+
 class SubprocessLauncher(Launcher):
     """Args:
     stop_on_failure: end the sweep at the first failed job instead of going on.
@@ -98,8 +103,7 @@ class SubprocessLauncher(Launcher):
 
     def _run_one(self, num: int, name: str, overrides: list[str]) -> tuple[JobReturn, JobRecord]:
         cfg = self.job_config(overrides, num)
-        job_dir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
-        stage = OmegaConf.select(cfg, "stage.name", default=None)
+        job_dir, stage = job_location(cfg)
         shown = " ".join(filter_overrides(overrides))
         ret = JobReturn(overrides=overrides, working_dir=str(job_dir), task_name=str(cfg.hydra.job.name))
         ret.status = JobStatus.COMPLETED  # a failed job is recorded, not raised: the sweep goes on

@@ -29,10 +29,13 @@ def warmup_cosine(step: int, total: int, warmup_ratio: float, min_lr_ratio: floa
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def load_weights(module: L.LightningModule, ckpt_path: str, what: str = "init_from") -> None:
+def load_weights(
+    module: L.LightningModule, ckpt_path: str, what: str = "init_from", ckpt: dict | None = None
+) -> None:
     """Start from another run's weights, not its optimizer or step (``init_from``: the finetune
-    stage of a two-stage recipe starts from the align stage's checkpoint)."""
-    state = checkpoint_state(ckpt_path, what)
+    stage of a two-stage recipe starts from the align stage's checkpoint). ``ckpt``: the checkpoint
+    already read from ``ckpt_path`` (a multi-GB file is read once)."""
+    state = checkpoint_state(ckpt_path, what, ckpt=ckpt)
     check_fits(state, module, ckpt_path, what)
     module.load_state_dict(state, strict=True)
 
